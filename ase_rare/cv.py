@@ -9,6 +9,7 @@ import torch
 from ase import Atoms
 
 from ase_rare.potentials.base import DTYPE
+from ase_rare.potentials.softcore_lj import incidence, pair_differences
 
 
 class CollectiveVariable:
@@ -95,16 +96,12 @@ class CoordinationMoments(CollectiveVariable):
     def coordination(self, positions: torch.Tensor) -> torch.Tensor:
         """Coordination numbers ``(W, N)``."""
         n = positions.shape[1]
-        i, j = torch.triu_indices(n, n, offset=1, device=positions.device)
-        diff = positions[:, i] - positions[:, j]
-        t = (diff * diff).sum(-1) / (self.r0 * self.r0)
-        t4 = t * t
-        t4 = t4 * t4
-        s = 1.0 / (1.0 + t4)
-        c = positions.new_zeros(positions.shape[:2])
-        c.index_add_(1, i, s)
-        c.index_add_(1, j, s)
-        return c
+        diff = pair_differences(positions, 3)
+        t = (diff * diff).sum(1) * (1.0 / (self.r0 * self.r0))
+        t = t * t
+        t = t * t
+        s = torch.reciprocal(t + 1.0)
+        return s @ incidence(n, positions.dtype, positions.device).abs()
 
     def forward(self, positions):
         c = self.coordination(positions)

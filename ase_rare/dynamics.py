@@ -12,6 +12,7 @@ from ase_rare.kernels import (
     dof_mask,
     overdamped_step,
 )
+from ase_rare.kernels import check_stability as stability_bound
 from ase_rare.potentials.adapter import as_batched
 from ase_rare.potentials.base import DTYPE
 
@@ -97,11 +98,11 @@ class OverdampedLangevin(MolecularDynamics):
         self.rng = make_rng(rng)
         self.mask = dof_mask(len(atoms), self.planar)
         self.stability_bound_fs = None
+        x0 = torch.as_tensor(atoms.get_positions(), dtype=DTYPE)
+        potential = as_batched(atoms.calc, atoms)
+        potential.check_positions(x0.unsqueeze(0))
         if check_stability:
-            x0 = torch.as_tensor(atoms.get_positions(), dtype=DTYPE)
-            potential = as_batched(atoms.calc, atoms)
-            potential.check_positions(x0.unsqueeze(0))
-            self.stability_bound_fs = check_stability(
+            self.stability_bound_fs = stability_bound(
                 potential, x0, self.params, self.planar
             )
         super().__init__(

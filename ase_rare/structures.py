@@ -51,13 +51,20 @@ def rigid_modes(positions: np.ndarray, planar: bool) -> np.ndarray:
 
 
 def refine_stationary_point(
-    potential, positions: np.ndarray, *, planar: bool, gtol: float = 1e-10
+    potential,
+    positions: np.ndarray,
+    *,
+    planar: bool,
+    rigid: bool = True,
+    gtol: float = 1e-10,
 ) -> np.ndarray:
     """Newton–Raphson to the nearest stationary point (minimum or saddle).
 
-    The Hessian is exact (autograd) and restricted to the internal degrees of
-    freedom (rigid translations and rotations and, when planar, z removed), so
-    saddles converge as readily as minima.
+    The Hessian (exact where autograd applies) is restricted to the internal
+    degrees of freedom: z removed when ``planar``, and rigid translations and
+    rotations removed when ``rigid`` (set ``rigid=False`` for model potentials
+    that are not invariant under them, such as the two-channel potential), so
+    saddles converge as readily as minima. ``gtol`` is in eV/Å.
     """
     x = np.array(positions, dtype=float)
     n = len(x)
@@ -73,10 +80,11 @@ def refine_stationary_point(
         if np.abs(g[free]).max() < gtol:
             return x
         h = hessian(potential, t[0])
-        rigid = rigid_modes(x, planar)
         # Internal basis: the free coordinates orthogonal to rigid motions.
         basis = np.eye(3 * n)[:, free]
-        basis = basis - rigid.T @ (rigid @ basis)
+        if rigid:
+            modes = rigid_modes(x, planar)
+            basis = basis - modes.T @ (modes @ basis)
         u, s, _ = np.linalg.svd(basis, full_matrices=False)
         basis = u[:, s > 1e-8]
         hi = basis.T @ h @ basis
