@@ -231,6 +231,14 @@ class BruteForce:
         Size of the uniform random sample of exit points kept.
     device : str
         Torch device of the batch.
+    check_timestep : bool
+        Refuse a timestep at or above the stability bound ``2γ/λ_max``.
+    compile : bool
+        Compile the arithmetic of a step (forces, kernel, region tests) with
+        ``torch.compile``. Several times faster for the built-in potentials at
+        large batches; the first step then takes tens of seconds to compile
+        (cached afterwards) and needs a C++ compiler. Results are the same to
+        round-off.
     """
 
     def __init__(
@@ -249,6 +257,7 @@ class BruteForce:
         max_exit_points: int = 10000,
         device: str = "cpu",
         check_timestep: bool = True,
+        compile: bool = False,
     ):
         starts = [atoms] if isinstance(atoms, Atoms) else list(atoms)
         if not starts:
@@ -309,6 +318,9 @@ class BruteForce:
         )
         self.nsteps = 0
         self.wall_time_s = 0.0
+        self._advance = (
+            torch.compile(self._move, dynamic=False) if compile else self._move
+        )
 
     def reset_statistics(self) -> None:
         """Forget all counts and times, keeping the walkers where they are.
@@ -338,13 +350,18 @@ class BruteForce:
             return A.contains_values(values), B.contains_values(values)
         return A.contains(x), B.contains(x)
 
+    def _move(self, x: torch.Tensor, noise: torch.Tensor):
+        """Forces, the kernel and the region tests: the arithmetic of a step."""
+        _, forces = self.potential.batch_energy_forces(x)
+        new = overdamped_step(x, forces, noise, self.params)
+        in_a, in_b = self._regions(new)
+        return new, in_a, in_b
+
     def step(self) -> None:
         """Advance every walker by one step."""
         x = self.x
-        _, forces = self.potential.batch_energy_forces(x)
         noise = draw_noise(x, self.planar, self.generator)
-        new = overdamped_step(x, forces, noise, self.params)
-        in_a, in_b = self._regions(new)
+        new, in_a, in_b = self._advance(x, noise)
         check_not_both(in_a, in_b)
 
         from_a = self.history == 0

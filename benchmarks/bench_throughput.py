@@ -63,17 +63,23 @@ def main() -> None:
         dyn = OverdampedLangevin(atoms, dt, temperature_K=600, rng=1)
         return 10 / time_call(lambda: dyn.run(10), args.min_seconds)
 
-    def batched_walker_steps_per_s(w):
-        engine = BruteForce(
-            lj7_cluster("C3"),
-            A,
-            B,
-            timestep=dt,
-            temperature_K=600,
-            n_walkers=w,
-            seed=1,
-            check_timestep=False,
-        )
+    engines = {}
+
+    def batched_walker_steps_per_s(w, compiled):
+        key = (w, compiled)
+        if key not in engines:
+            engines[key] = BruteForce(
+                lj7_cluster("C3"),
+                A,
+                B,
+                timestep=dt,
+                temperature_K=600,
+                n_walkers=w,
+                seed=1,
+                check_timestep=False,
+                compile=compiled,
+            )
+        engine = engines[key]
         steps = max(1, 20000 // w)
 
         def run():
@@ -82,14 +88,16 @@ def main() -> None:
 
         return w * steps / time_call(run, args.min_seconds)
 
+    variants = [(w, c) for c in (False, True) for w in BATCHES]
+    name = {v: f"{'compiled' if v[1] else 'eager'}_{v[0]}" for v in variants}
     rows = {"ase_langevin": [], "overdamped_langevin_single": []}
-    rows.update({f"batched_{w}": [] for w in BATCHES})
+    rows.update({name[v]: [] for v in variants})
     for _ in range(args.repeats):
         # Interleave the measurements so drifts in machine load hit all alike.
         rows["ase_langevin"].append(ase_langevin_steps_per_s())
         rows["overdamped_langevin_single"].append(ours_single_steps_per_s())
-        for w in BATCHES:
-            rows[f"batched_{w}"].append(batched_walker_steps_per_s(w))
+        for v in variants:
+            rows[name[v]].append(batched_walker_steps_per_s(*v))
 
     median = {k: statistics.median(v) for k, v in rows.items()}
     base = median["ase_langevin"]
@@ -111,11 +119,12 @@ def main() -> None:
         "batched": [
             {
                 "n_walkers": w,
-                "walker_steps_per_s": median[f"batched_{w}"],
-                "ratio_to_ase_langevin": median[f"batched_{w}"] / base,
-                "all_repeats": rows[f"batched_{w}"],
+                "torch_compile": c,
+                "walker_steps_per_s": median[name[(w, c)]],
+                "ratio_to_ase_langevin": median[name[(w, c)]] / base,
+                "all_repeats": rows[name[(w, c)]],
             }
-            for w in BATCHES
+            for (w, c) in variants
         ],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +136,8 @@ def main() -> None:
     )
     for row in result["batched"]:
         print(
-            f"batched, {row['n_walkers']:5d} walkers: "
+            f"batched{' (compiled)' if row['torch_compile'] else ''}, "
+            f"{row['n_walkers']:5d} walkers: "
             f"{row['walker_steps_per_s']:12.0f} walker-steps/s "
             f"({row['ratio_to_ase_langevin']:7.1f}x ASE)"
         )

@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--walkers", type=int, default=4096)
     p.add_argument("--equilibrate-fs", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument(
         "--out",
         default=str(HERE.parent / "data" / "references" / "lj7_bruteforce_600K.json"),
@@ -49,6 +50,7 @@ def main() -> None:
             temperature_K=args.temperature,
             n_walkers=args.walkers,
             seed=args.seed,
+            compile=not args.no_compile,
         )
         engine.run(int(round(args.equilibrate_fs / dt)))
         engine.reset_statistics()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 
 from ase_rare.potentials.base import BatchedCalculator
@@ -15,7 +13,9 @@ def pair_indices(n_atoms: int, device=None) -> tuple[torch.Tensor, torch.Tensor]
     return i, j
 
 
-@lru_cache(maxsize=32)
+_INCIDENCE: dict[tuple, torch.Tensor] = {}
+
+
 def incidence(n_atoms: int, dtype=torch.float64, device=None) -> torch.Tensor:
     """Pair-atom incidence matrix ``(P, N)``: +1 at atom i, −1 at atom j of pair p.
 
@@ -23,12 +23,15 @@ def incidence(n_atoms: int, dtype=torch.float64, device=None) -> torch.Tensor:
     atoms: both as dense matrix products, much faster on a batch than gathers
     and scatters for small clusters.
     """
-    i, j = pair_indices(n_atoms, device)
-    d = torch.zeros((len(i), n_atoms), dtype=dtype, device=device)
-    rows = torch.arange(len(i), device=device)
-    d[rows, i] = 1.0
-    d[rows, j] = -1.0
-    return d
+    key = (n_atoms, dtype, str(device))
+    if key not in _INCIDENCE:
+        i, j = pair_indices(n_atoms, device)
+        d = torch.zeros((len(i), n_atoms), dtype=dtype, device=device)
+        rows = torch.arange(len(i), device=device)
+        d[rows, i] = 1.0
+        d[rows, j] = -1.0
+        _INCIDENCE[key] = d
+    return _INCIDENCE[key]
 
 
 def pair_differences(positions: torch.Tensor, n_dims: int) -> torch.Tensor:
