@@ -199,3 +199,80 @@ def check_stability(
             f"{bound:.4g} fs, ideally a few times smaller"
         )
     return bound
+
+
+def tilted_step(
+    positions: torch.Tensor,
+    forces: torch.Tensor,
+    noise: torch.Tensor,
+    grad_log_importance: torch.Tensor,
+    params: LangevinParameters,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One drift-tilted step and its exact log-weight increment.
+
+    The biased kernel moves ``x' = m(x) + σ² g + σ ξ`` with ``g = ∇ ln I`` (the
+    dynamics on ``U − 2 k_B T ln I``). The weight factor is the ratio of the
+    unbiased and biased Gaussian densities of the step actually taken,
+
+        ln K/K_I = −|x' − m|²/(2σ²) + |ξ|²/2 = −σ ξ·g − σ²|g|²/2,
+
+    so it is exact whatever ``g`` is — also when ``g`` was computed some steps
+    earlier and frozen. ``noise`` and ``g`` must be zero in frozen coordinates.
+
+    Returns
+    -------
+    new positions ``(W, N, 3)`` and ``Δ ln w`` ``(W,)`` in float64.
+    """
+    sigma = params.noise_scale
+    shift = sigma * grad_log_importance
+    new = positions + params.mobility_step * forces + sigma * (shift + noise)
+    dims = tuple(range(1, positions.ndim))
+    dlogw = -((shift * noise).sum(dims) + 0.5 * (shift * shift).sum(dims))
+    return new, dlogw.to(torch.float64)
+
+
+def candidate_step(
+    positions: torch.Tensor,
+    forces: torch.Tensor,
+    noise: torch.Tensor,
+    log_importance,
+    params: LangevinParameters,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One candidate-resampling step and its exact log-weight increment.
+
+    ``M`` candidates ``y_k = m(x) + σ ξ_k`` are drawn from the unbiased kernel
+    (``noise`` has shape ``(M, W, N, 3)``); one is picked with probability
+    ``∝ I(y_k)`` and the weight is multiplied by ``Ẑ / I(y_j)`` with
+    ``Ẑ = (1/M) Σ_k I(y_k)``. This is unbiased for every ``M ≥ 1`` and needs no
+    gradient of the importance function.
+
+    Parameters
+    ----------
+    log_importance : callable
+        ``(K, N, 3) -> ln I (K,)``, with ``−inf`` inside A and ``0`` inside B.
+
+    Returns
+    -------
+    new positions ``(W, N, 3)``, ``Δ ln w`` ``(W,)`` and ln I of the chosen
+    candidate ``(W,)``.
+    """
+    m_cand, w = noise.shape[0], noise.shape[1]
+    mean = positions + params.mobility_step * forces
+    cand = mean.unsqueeze(0) + params.noise_scale * noise
+    log_i = log_importance(cand.reshape(m_cand * w, *cand.shape[2:]))
+    log_i = log_i.reshape(m_cand, w).to(torch.float64)
+
+    # Gumbel-max draws j with probability I_j / Σ I.
+    u = torch.rand(
+        (m_cand, w), generator=generator, dtype=torch.float64, device=log_i.device
+    )
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    all_in_a = torch.isneginf(log_i).all(0)
+    j = torch.where(all_in_a, 0, (log_i + gumbel).argmax(0))
+    cols = torch.arange(w, device=log_i.device)
+    chosen = log_i[j, cols]
+    log_z = torch.logsumexp(log_i, 0) - math.log(m_cand)
+    # With every candidate in A the path has failed; its weight no longer matters.
+    dlogw = torch.where(all_in_a, 0.0, log_z - chosen)
+    return cand[j, cols], dlogw, chosen

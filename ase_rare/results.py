@@ -1,0 +1,154 @@
+"""RateResult: what an importance-sampled rate calculation returns."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from ase import units
+
+
+@dataclass
+class RateResult:
+    """Rate r = J · P of a transition, reweighted and naive, with errors.
+
+    Rates and fluxes are in fs⁻¹, times in fs; errors are standard errors over
+    independent roots (P) and independent walkers of the flux run (J); relative
+    errors of J and P are added in quadrature for the rate.
+
+    The *reweighted* estimate gives each root the exact likelihood-ratio weight
+    of its path and is unbiased whatever the importance function. The *naive*
+    estimate treats the importance function as the committor: P ≈ mean I(x₀)
+    and channel fractions are unweighted counts of successes. It is reported so
+    that the value of reweighting is visible.
+    """
+
+    direction: str
+    temperature_K: float
+    timestep_fs: float
+    friction_eV_fs_per_A2: float
+    kernel: str
+    rate_per_fs: float
+    rate_se_per_fs: float
+    success_probability: float
+    success_probability_se: float
+    flux_per_fs: float
+    flux_se_per_fs: float
+    naive_rate_per_fs: float
+    naive_success_probability: float
+    n_roots: int
+    n_successes: int
+    n_step_capped: int
+    effective_sample_size: float
+    relative_variance_per_root: float
+    channel_names: list[str] = field(default_factory=list)
+    channel_fractions: list[float] = field(default_factory=list)
+    channel_fractions_se: list[float] = field(default_factory=list)
+    naive_channel_fractions: list[float] = field(default_factory=list)
+    walker_steps: int = 0
+    flux_walker_steps: int = 0
+    importance_evaluations: int = 0
+    wall_time_s: float = 0.0
+    seed: int | None = None
+
+    @property
+    def relative_se(self) -> float:
+        return self.rate_se_per_fs / self.rate_per_fs if self.rate_per_fs else math.nan
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, path=None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RateResult:
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path) -> RateResult:
+        with open(path) as fh:
+            return cls.from_dict(json.load(fh))
+
+    def summary(self) -> str:
+        per_s = units.s / units.fs
+        rows = [
+            ("direction", self.direction),
+            ("temperature", f"{self.temperature_K:g} K"),
+            ("timestep", f"{self.timestep_fs:g} fs ({self.kernel} kernel)"),
+            (
+                "rate (reweighted)",
+                f"{self.rate_per_fs:.4g} ± {self.rate_se_per_fs:.2g} fs⁻¹ "
+                f"({self.rate_per_fs * per_s:.4g} s⁻¹, "
+                f"{100 * self.relative_se:.2g} %)",
+            ),
+            ("rate (naive)", f"{self.naive_rate_per_fs:.4g} fs⁻¹"),
+            (
+                "P (reweighted)",
+                f"{self.success_probability:.4g} ± {self.success_probability_se:.2g}",
+            ),
+            ("P (naive, mean I(x₀))", f"{self.naive_success_probability:.4g}"),
+            ("flux J", f"{self.flux_per_fs:.4g} ± {self.flux_se_per_fs:.2g} fs⁻¹"),
+            (
+                "roots / successes",
+                f"{self.n_roots} / {self.n_successes} "
+                f"({self.n_step_capped} hit the step cap)",
+            ),
+            ("effective sample size", f"{self.effective_sample_size:.1f}"),
+            ("relative variance per root", f"{self.relative_variance_per_root:.3g}"),
+        ]
+        for name, f, se, fn in zip(
+            self.channel_names,
+            self.channel_fractions,
+            self.channel_fractions_se,
+            self.naive_channel_fractions,
+            strict=True,
+        ):
+            rows.append(
+                (
+                    f"channel {name}",
+                    f"{100 * f:.1f} ± {100 * se:.1f} % (naive {100 * fn:.1f} %)",
+                )
+            )
+        rows += [
+            (
+                "cost",
+                f"{self.walker_steps + self.flux_walker_steps:.3g} walker-steps, "
+                f"{self.importance_evaluations:.3g} importance evaluations",
+            ),
+            ("wall time", f"{self.wall_time_s:.1f} s"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def weighted_channel_fractions(
+    contribution: np.ndarray,
+    channel: np.ndarray,
+    n_channels: int,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fractions Σ_{c} w / Σ w over successes, with bootstrap-over-roots errors."""
+
+    def fractions(s, c):
+        tot = np.array([s[c == k].sum() for k in range(n_channels)])
+        return tot / tot.sum() if tot.sum() > 0 else np.full(n_channels, np.nan)
+
+    f = fractions(contribution, channel)
+    rng = np.random.default_rng(seed)
+    n = len(contribution)
+    boot = np.array(
+        [
+            fractions(contribution[i], channel[i])
+            for i in (rng.integers(0, n, n) for _ in range(n_bootstrap))
+        ]
+    )
+    return f, np.nanstd(boot, axis=0, ddof=1)

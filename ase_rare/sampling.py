@@ -1,0 +1,236 @@
+"""Importance-sampled paths from exit points, with exact path weights."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ase_rare.channels import ChannelClassifier
+from ase_rare.importance.base import ImportanceFunction
+from ase_rare.kernels import (
+    LangevinParameters,
+    candidate_step,
+    draw_noise,
+    free_coordinates,
+    tilted_step,
+)
+from ase_rare.regions import Region, check_not_both
+
+#: Status codes of a finished path.
+RUNNING, REACHED_B, RETURNED_TO_A, STEP_CAP = 0, 1, 2, 3
+
+KERNELS = ("tilt", "candidates")
+
+
+@dataclass
+class PathResults:
+    """Per-root outcome of one biased path per exit point.
+
+    Arrays have one entry per root. ``log_weight`` is the path's ln W in float64;
+    the root's contribution to P_AB is ``exp(log_weight)`` if it reached B and 0
+    otherwise.
+    """
+
+    status: np.ndarray
+    log_weight: np.ndarray
+    steps: np.ndarray
+    channel: np.ndarray
+    log_importance_start: np.ndarray
+    walker_steps: int
+    importance_evaluations: int
+    wall_time_s: float
+
+    @property
+    def success(self) -> np.ndarray:
+        return self.status == REACHED_B
+
+    @property
+    def contribution(self) -> np.ndarray:
+        """S_r: the weight of each root's success (0 for a failure)."""
+        return np.where(self.success, np.exp(self.log_weight), 0.0)
+
+
+class PathSampler:
+    """Biased overdamped paths, many at once, each carrying its exact weight.
+
+    Every root starts a walker at its exit point with ln w = 0; the walker is
+    moved with the biased kernel until it enters B (success), enters A (failure)
+    or reaches ``max_steps`` (counted as a failure and reported).
+
+    Parameters
+    ----------
+    potential : BatchedCalculator
+    importance : ImportanceFunction
+    A, B : Region
+    params : LangevinParameters
+    planar : bool
+    kernel : {"tilt", "candidates"}
+        Drift tilt (default) or candidate resampling.
+    n_candidates : int
+        M, the number of candidates per step for ``kernel="candidates"``.
+    drift_refresh : int
+        Re-evaluate the drift ``∇ ln I`` every this many steps (tilt only); the
+        weights stay exact because they use the drift actually applied.
+    max_steps : int
+        Step cap per path.
+    channels : ChannelClassifier, optional
+    seed : int
+    device : str
+    """
+
+    def __init__(
+        self,
+        potential,
+        importance: ImportanceFunction,
+        A: Region,
+        B: Region,
+        *,
+        params: LangevinParameters,
+        planar: bool,
+        kernel: str = "tilt",
+        n_candidates: int = 8,
+        drift_refresh: int = 1,
+        max_steps: int = 100_000,
+        channels: ChannelClassifier | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+        if n_candidates < 1 or drift_refresh < 1 or max_steps < 1:
+            raise ValueError(
+                "n_candidates, drift_refresh and max_steps must be >= 1; got "
+                f"{n_candidates}, {drift_refresh}, {max_steps}"
+            )
+        self.potential = potential
+        self.importance = importance
+        self.A, self.B = A, B
+        self.params = params
+        self.planar = planar
+        self.kernel = kernel
+        self.n_candidates = n_candidates
+        self.drift_refresh = drift_refresh
+        self.max_steps = max_steps
+        self.channels = channels
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def _regions(self, x):
+        A, B = self.A, self.B
+        if A.cv is not None and A.cv == B.cv:
+            v = A.cv(x)
+            return A.contains_values(v), B.contains_values(v)
+        return A.contains(x), B.contains(x)
+
+    def bounded_log_importance(self, x: torch.Tensor) -> torch.Tensor:
+        """ln I with the boundary conditions: −inf inside A, 0 inside B."""
+        log_i = self.importance.log_importance(x)
+        in_a, in_b = self._regions(x)
+        log_i = torch.where(in_a, -math.inf, log_i)
+        return torch.where(in_b, 0.0, log_i)
+
+    def run(self, roots: torch.Tensor, batch_size: int = 4096) -> PathResults:
+        """One biased path from each root ``(R, N, 3)``, in batches."""
+        t0 = time.perf_counter()
+        roots = roots.to(self.device, torch.float64)
+        n = roots.shape[0]
+        out = {
+            "status": np.zeros(n, np.int8),
+            "log_weight": np.zeros(n),
+            "steps": np.zeros(n, np.int64),
+            "channel": np.full(n, -1, np.int64),
+            "log_importance_start": np.zeros(n),
+        }
+        self._walker_steps = 0
+        self._evaluations = 0
+        for start in range(0, n, batch_size):
+            part = self._run_batch(roots[start : start + batch_size])
+            for key, value in part.items():
+                out[key][start : start + batch_size] = value
+        return PathResults(
+            **out,
+            walker_steps=self._walker_steps,
+            importance_evaluations=self._evaluations,
+            wall_time_s=time.perf_counter() - t0,
+        )
+
+    def _run_batch(self, x: torch.Tensor) -> dict:
+        w = x.shape[0]
+        dev = self.device
+        free = torch.as_tensor(
+            free_coordinates(x.shape[1], self.planar), dtype=x.dtype, device=dev
+        ).reshape(x.shape[1], 3)
+        log_w = torch.zeros(w, dtype=torch.float64, device=dev)
+        status = torch.zeros(w, dtype=torch.int8, device=dev)
+        steps = torch.zeros(w, dtype=torch.long, device=dev)
+        channel = torch.full((w,), -1, dtype=torch.long, device=dev)
+        log_i0 = self.importance.log_importance(x).detach()
+        self._evaluations += w
+        tracker = self.channels.tracker(x) if self.channels is not None else None
+
+        idx = torch.arange(w, device=dev)  # walkers still running
+        xa = x.clone()
+        drift = None
+        for step in range(self.max_steps):
+            if idx.numel() == 0:
+                break
+            _, forces = self.potential.batch_energy_forces(xa)
+            if self.kernel == "tilt":
+                if step % self.drift_refresh == 0:
+                    _, grad = self.importance.log_importance_and_gradient(xa)
+                    drift = grad * free
+                    self._evaluations += xa.shape[0]
+                noise = draw_noise(xa, self.planar, self.generator)
+                new, dlogw = tilted_step(xa, forces, noise, drift, self.params)
+            else:
+                noise = torch.stack(
+                    [
+                        draw_noise(xa, self.planar, self.generator)
+                        for _ in range(self.n_candidates)
+                    ]
+                )
+                new, dlogw, _ = candidate_step(
+                    xa,
+                    forces,
+                    noise,
+                    self.bounded_log_importance,
+                    self.params,
+                    self.generator,
+                )
+                self._evaluations += self.n_candidates * xa.shape[0]
+            log_w[idx] += dlogw
+            steps[idx] += 1
+            self._walker_steps += xa.shape[0]
+
+            in_a, in_b = self._regions(new)
+            check_not_both(in_a, in_b)
+            if tracker is not None:
+                old_full = x.clone()
+                x[idx] = new
+                tracker.update(old_full, x)
+            else:
+                x[idx] = new
+            done = in_a | in_b
+            if bool(done.any()):
+                status[idx[in_b]] = REACHED_B
+                status[idx[in_a]] = RETURNED_TO_A
+                if tracker is not None:
+                    channel[idx[in_b]] = tracker.labels()[idx[in_b]]
+                keep = ~done
+                idx = idx[keep]
+                new = new[keep]
+                if drift is not None:
+                    drift = drift[keep]
+            xa = new
+        status[idx] = STEP_CAP
+        return {
+            "status": status.cpu().numpy(),
+            "log_weight": log_w.cpu().numpy(),
+            "steps": steps.cpu().numpy(),
+            "channel": channel.cpu().numpy(),
+            "log_importance_start": log_i0.cpu().numpy(),
+        }
