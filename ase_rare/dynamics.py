@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from ase import Atoms, units
@@ -9,8 +11,10 @@ from ase.md.md import MolecularDynamics
 
 from ase_rare.kernels import (
     LangevinParameters,
+    candidate_step,
     dof_mask,
     overdamped_step,
+    tilted_step,
 )
 from ase_rare.kernels import check_stability as stability_bound
 from ase_rare.potentials.adapter import as_batched
@@ -146,3 +150,148 @@ class OverdampedLangevin(MolecularDynamics):
             )
         atoms.set_positions(new.numpy())
         return atoms.get_forces()
+
+
+class ImportanceLangevin(OverdampedLangevin):
+    """Overdamped Langevin dynamics biased by an importance function.
+
+    The path carries its exact likelihood-ratio weight ``ln w`` (float64) and
+    stops by itself on entering B ("reached B") or A ("returned to A"); ``run``
+    with a step count caps it ("step cap"). Each trajectory frame records
+    ``log_weight``, ``log_importance`` and ``status`` in ``atoms.info``.
+
+    The biased step is the same kernel the batched sampler uses
+    (:func:`ase_rare.kernels.tilted_step` or
+    :func:`ase_rare.kernels.candidate_step`) applied to a batch of one.
+
+    Parameters
+    ----------
+    atoms : Atoms
+        Start (usually an exit point from A) with a calculator attached.
+    importance : ImportanceFunction
+    A, B : Region
+    timestep : float
+        In ASE time units, e.g. ``0.005 * ase.units.fs``.
+    temperature_K : float
+    friction : float
+        γ in eV·fs/Å².
+    kernel : {"tilt", "candidates"}
+        Drift tilt (default) or candidate resampling with ``n_candidates``.
+    drift_refresh : int
+        Re-evaluate ``∇ ln I`` every this many steps (tilt kernel).
+    rng, planar, check_stability, trajectory, logfile, loginterval
+        As for :class:`OverdampedLangevin`.
+    """
+
+    STATUSES = ("running", "reached B", "returned to A", "step cap")
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        importance,
+        A,
+        B,
+        timestep: float,
+        temperature_K: float,
+        friction: float = 1.0,
+        *,
+        kernel: str = "tilt",
+        n_candidates: int = 8,
+        drift_refresh: int = 1,
+        **kwargs,
+    ):
+        from ase_rare.regions import check_disjoint
+
+        if kernel not in ("tilt", "candidates"):
+            raise ValueError(f"kernel must be 'tilt' or 'candidates'; got {kernel!r}")
+        if n_candidates < 1 or drift_refresh < 1:
+            raise ValueError("n_candidates and drift_refresh must be >= 1")
+        check_disjoint(A, B)
+        self.importance = importance
+        self.A, self.B = A, B
+        self.kernel = kernel
+        self.n_candidates = n_candidates
+        self.drift_refresh = drift_refresh
+        self.log_weight = 0.0
+        self.status = "running"
+        self._drift = None
+        super().__init__(atoms, timestep, temperature_K, friction, **kwargs)
+        self._torch_gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+        x = self._positions()
+        if bool(A.contains(x)[0]) or bool(B.contains(x)[0]):
+            raise ValueError(
+                "the start lies inside A or B; start a biased path outside both "
+                "regions (for example at an exit point from A)"
+            )
+        self._free = self.mask
+        self._record(x)
+
+    def _positions(self) -> torch.Tensor:
+        return torch.as_tensor(self.atoms.get_positions(), dtype=DTYPE).unsqueeze(0)
+
+    def _record(self, x: torch.Tensor) -> None:
+        info = self.atoms.info
+        info["log_weight"] = float(self.log_weight)
+        info["log_importance"] = float(self._bounded_log_importance(x)[0])
+        info["status"] = self.status
+
+    def _bounded_log_importance(self, x: torch.Tensor) -> torch.Tensor:
+        log_i = self.importance.log_importance(x).detach()
+        log_i = torch.where(self.A.contains(x), -torch.inf, log_i)
+        return torch.where(self.B.contains(x), 0.0, log_i)
+
+    def _noise(self, shape) -> torch.Tensor:
+        return torch.as_tensor(self.rng.standard_normal(shape), dtype=DTYPE) * self.mask
+
+    def step(self, forces=None):
+        if self.status != "running":
+            return self.atoms.get_forces()
+        x = self._positions()
+        if forces is None:
+            forces = self.atoms.get_forces()
+        f = torch.as_tensor(np.asarray(forces), dtype=DTYPE).unsqueeze(0)
+        if self.kernel == "tilt":
+            if self._drift is None or self.nsteps % self.drift_refresh == 0:
+                _, grad = self.importance.log_importance_and_gradient(x)
+                self._drift = grad * self._free
+            noise = self._noise(x.shape)
+            new, dlogw = tilted_step(x, f, noise, self._drift, self.params)
+        else:
+            noise = self._noise((self.n_candidates, *x.shape))
+            new, dlogw, _ = candidate_step(
+                x,
+                f,
+                noise,
+                self._bounded_log_importance,
+                self.params,
+                self._torch_gen,
+            )
+        if not torch.isfinite(new).all():
+            raise FloatingPointError(
+                f"positions became NaN or inf after step {self.nsteps}; the "
+                f"timestep ({self.params.timestep_fs:g} fs) is too large"
+            )
+        self.log_weight += float(dlogw[0])
+        if bool(self.B.contains(new)[0]):
+            self.status = "reached B"
+        elif bool(self.A.contains(new)[0]):
+            self.status = "returned to A"
+        self.atoms.set_positions(new[0].numpy())
+        self._record(new)
+        return self.atoms.get_forces()
+
+    def irun(self, steps=50):
+        """Like ASE's ``irun``, but the path ends on reaching A or B."""
+        for converged in super().irun(steps):
+            if self.status != "running":
+                yield True
+                return
+            yield converged
+        if self.status == "running":
+            self.status = "step cap"
+            self.atoms.info["status"] = self.status
+
+    @property
+    def weight(self) -> float:
+        """The path weight w = exp(ln w)."""
+        return math.exp(self.log_weight)

@@ -179,7 +179,9 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument(
         "--out",
-        default=str(HERE.parent / "data" / "references" / "two_channel_bruteforce.json"),
+        default=str(
+            HERE.parent / "data" / "references" / "two_channel_bruteforce.json"
+        ),
     )
     args = p.parse_args()
     if args.threads is not None:

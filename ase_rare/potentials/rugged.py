@@ -34,17 +34,49 @@ class RuggedPotential(BatchedCalculator):
     -----
     Parameters (defaults): ``kappa = 2`` eV/Å², ``roughness = 0.4`` eV,
     ``period = 0.4`` Å, and couplings ``c_k = ±(0.10 ... 0.45)`` alternating in
-    sign (:data:`DEFAULT_COUPLINGS`). The roughness is 4.6 k_B T at 1000 K and
-    3.1 k_B T at 1500 K.
+    sign (:data:`DEFAULT_COUPLINGS`; Σ|c_k| = 3.30, Σc_k² = 1.052).
 
-    The roughness is written in the co-moving coordinate ``u_k = x_k − c_k x1``
-    rather than in ``x_k`` itself. Then ``min_u V(u) = V(0) = 0`` for every ``x1``,
-    so each stationary point of the 2D potential, with all ``u_k = 0``, is a
-    stationary point of ``U14`` with the same energy and the same index: the two
-    channel barriers (1.02 and 0.98 eV above the minima) are preserved exactly,
-    while the dynamics, and hence the rate and the committor, are not those of
-    the 2D system (the change of variables is not orthogonal, so the noise and
-    the forces couple ``x1`` to every ``u_k``).
+    *Barriers.* The roughness is written in the co-moving coordinate
+    ``u_k = x_k − c_k x1`` rather than in ``x_k`` itself. Then ``min_u V(u) =
+    V(0) = 0`` for every ``x1``, so each stationary point of the 2D potential,
+    with all ``u_k = 0``, is a stationary point of ``U14`` with the same energy
+    and the same index (Newton refinement in 14D, also from starts with every
+    ``u_k`` displaced, returns the 2D minima at −0.08338 eV, the upper saddle at
+    1.01997 eV and the lower saddles at 0.98002 eV, with Hessian index 0 and 1
+    over the 14 coordinates). The channel barriers from a minimum, 1.10335 eV
+    (upper) and 1.06340 eV (lower), equal the 2D ones to round-off, well within
+    the 0.05 eV asked for. No path is cheaper: ``U14 ≥ U(x1, x2)`` everywhere.
+    Even the equilibrium density of ``(x1, x2)`` is the 2D Boltzmann one,
+    because ``∫ exp(−V(x_k − c_k x1)/k_B T) dx_k`` does not depend on ``x1``; what
+    the extra coordinates change is the dynamics.
+
+    *Roughness.* ``V`` has side wells at ``u* = ±0.3843`` Å (0.1537 eV; further
+    ones near ±0.77, ±1.15, ±1.52 Å), behind ridges at ``u_b = ±0.2085`` Å
+    (0.4417 eV). With one ``u_k`` in a side well the configuration is a genuine
+    14D minimum (index 0), with it on the ridge a 14D saddle (index 1). In units
+    of k_B T: ``a_r`` is 4.64 at 1000 K and 3.09 at 1500 K; the escape barrier
+    from a side well back to ``u = 0`` (0.288 eV) is 3.34 and 2.23.
+
+    *Coupling.* The committor is not a function of ``(x1, x2)``. At the upper
+    saddle ``(0, 0.99749)`` Å, shooting 2000 walkers per state at 1000 K
+    (Δt = 0.005 fs, A and B discs of 0.2 Å) gives q = 0.520 ± 0.011 with every
+    ``u_k = 0`` (1/2 exactly, by the symmetry ``x → −x``), 0.773 ± 0.009 with
+    ``u_k = +u* sign(c_k)`` and 0.241 ± 0.010 with ``u_k = −u* sign(c_k)``:
+    q(+) − q(−) = 0.532 ± 0.013, 40 standard errors, although the two side
+    states have the same ``(x1, x2)``, the same energy and the same force on
+    ``x1`` (``V'(u*) = 0``). As an extra coordinate leaves its side well it
+    drags ``x1`` along (the gradient flow conserves ``x1 + Σ c_k x_k``). The
+    same holds at the lower well (0.523 ± 0.014), at Δt = 0.0025 fs
+    (0.522 ± 0.014) and more strongly at 1500 K (0.704 ± 0.011); see
+    ``examples/rugged_committor_coupling.py``.
+
+    *Time step.* The extra modes are stiff: ``V''(0) = κ + 2 a_r (π/ℓ)² =
+    51.3`` eV/Å², and the coupling raises the largest Hessian eigenvalue at the
+    minima to λ_max = 112.6 eV/Å² (≈ ``V''(0)(1 + Σc_k²)``). Euler–Maruyama is
+    stable only for Δt < 2γ/λ_max = 0.0178 fs (γ = 1 eV·fs/Å²), and it inflates
+    the variance of the stiffest mode by ``1/(1 − λ_max Δt/2)``: 1.39 at
+    0.005 fs, 1.16 at 0.0025 fs. Use Δt ≤ 0.005 fs, not the 0.01 fs that suits
+    the 2D potential.
     """
 
     planar = True
