@@ -22,6 +22,7 @@ from ase_rare.kernels import (
 from ase_rare.potentials.adapter import as_batched
 from ase_rare.potentials.base import DTYPE
 from ase_rare.regions import Region, check_disjoint, check_not_both
+from ase_rare.results import from_json_safe, json_safe
 
 
 def ratio_with_error(events: np.ndarray, times: np.ndarray) -> tuple[float, float]:
@@ -99,7 +100,7 @@ class BruteForceResult:
         """JSON-ready dictionary (exit points are left out; save them separately)."""
         d = asdict(self)
         d.pop("exit_points")
-        return d
+        return json_safe(d)
 
     def to_json(self, path=None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -110,7 +111,7 @@ class BruteForceResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> BruteForceResult:
-        return cls(**d)
+        return from_json_safe(cls, d)
 
     @classmethod
     def from_json(cls, path) -> BruteForceResult:

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from ase import units
+
+
+def json_safe(d: dict) -> dict:
+    """Replace NaN floats by None so that strict JSON parsers accept the output."""
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()
+    }
+
+
+def from_json_safe(cls, d: dict):
+    """Inverse of :func:`json_safe` for a dataclass: None back to NaN for floats."""
+    types = {f.name: f.type for f in fields(cls)}
+    return cls(
+        **{
+            k: (math.nan if v is None and "float" in str(types.get(k)) else v)
+            for k, v in d.items()
+        }
+    )
 
 
 @dataclass
@@ -58,7 +76,8 @@ class RateResult:
         return self.rate_se_per_fs / self.rate_per_fs if self.rate_per_fs else math.nan
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready dictionary (NaN written as None)."""
+        return json_safe(asdict(self))
 
     def to_json(self, path=None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -69,7 +88,7 @@ class RateResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> RateResult:
-        return cls(**d)
+        return from_json_safe(cls, d)
 
     @classmethod
     def from_json(cls, path) -> RateResult:

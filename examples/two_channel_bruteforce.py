@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from ase import units
 
+from ase_rare.analysis import weighted_line_fit
 from ase_rare.bruteforce import BruteForce, BruteForceResult
 from ase_rare.systems import two_channel_system
 from ase_rare.theory import solve_grid_tpt
@@ -34,28 +35,6 @@ HERE = Path(__file__).resolve().parent
 BOX_A = (-2.2, 2.2, -2.2, 2.2)
 #: Transitions per time step when --transitions is not given, by temperature.
 DEFAULT_TRANSITIONS = {2000.0: 2000, 1500.0: 1000}
-
-
-def weighted_line_fit(x, y, se) -> dict:
-    """Fit y = a + b·x with weights 1/se²; intercept, slope, their SEs and χ².
-
-    The SEs come from the stated errors of the points (not rescaled by χ²), so
-    χ² against its degrees of freedom says whether a straight line describes
-    the points within their errors.
-    """
-    x, y, w = np.asarray(x), np.asarray(y), 1.0 / np.asarray(se) ** 2
-    design = np.stack([np.ones_like(x), x], axis=1)
-    cov = np.linalg.inv(design.T @ (w[:, None] * design))
-    a, b = cov @ design.T @ (w * y)
-    chi2 = float((w * (y - a - b * x) ** 2).sum())
-    return {
-        "intercept": float(a),
-        "intercept_se": math.sqrt(cov[0, 0]),
-        "slope": float(b),
-        "slope_se": math.sqrt(cov[1, 1]),
-        "chi2": chi2,
-        "dof": len(x) - 2,
-    }
 
 
 def upper_fraction(result: BruteForceResult) -> tuple[float, float]:
