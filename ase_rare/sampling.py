@@ -128,7 +128,10 @@ class PathSampler:
 
     def bounded_log_importance(self, x: torch.Tensor) -> torch.Tensor:
         """ln I with the boundary conditions: −inf inside A, 0 inside B."""
-        log_i = self.importance.log_importance(x)
+        # No gradient is needed here; a graph through the network's parameters
+        # would leak into the path weights.
+        with torch.no_grad():
+            log_i = self.importance.log_importance(x)
         in_a, in_b = self._regions(x)
         log_i = torch.where(in_a, -math.inf, log_i)
         return torch.where(in_b, 0.0, log_i)
@@ -136,7 +139,8 @@ class PathSampler:
     def run(self, roots: torch.Tensor, batch_size: int = 4096) -> PathResults:
         """One biased path from each root ``(R, N, 3)``, in batches."""
         t0 = time.perf_counter()
-        roots = roots.to(self.device, torch.float64)
+        # A private copy: the paths move their walkers in place.
+        roots = roots.to(self.device, torch.float64, copy=True)
         n = roots.shape[0]
         out = {
             "status": np.zeros(n, np.int8),
@@ -159,6 +163,9 @@ class PathSampler:
         )
 
     def _run_batch(self, x: torch.Tensor) -> dict:
+        # Walkers move in a copy: the roots may share memory with the caller's
+        # exit points (a view of ``run``'s input, or a numpy array).
+        x = x.clone()
         w = x.shape[0]
         dev = self.device
         free = torch.as_tensor(
@@ -202,6 +209,12 @@ class PathSampler:
                     self.generator,
                 )
                 self._evaluations += self.n_candidates * xa.shape[0]
+            if not torch.isfinite(new).all():
+                raise FloatingPointError(
+                    f"a biased path's positions became NaN or inf at step {step}; "
+                    f"the timestep ({self.params.timestep_fs:g} fs) is too large "
+                    "for the forces plus the importance drift σ²∇ln I"
+                )
             log_w[idx] += dlogw
             steps[idx] += 1
             self._walker_steps += xa.shape[0]

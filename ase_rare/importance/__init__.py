@@ -7,9 +7,12 @@ from ase_rare.importance.base import (
 )
 from ase_rare.importance.grid import GridImportance
 from ase_rare.importance.mlp import MLPImportance
+from ase_rare.importance.schnet import SchNetImportance
 
 #: Classes :func:`load_importance` can rebuild, by name.
-REGISTRY = {cls.__name__: cls for cls in (GridImportance, MLPImportance)}
+REGISTRY = {
+    cls.__name__: cls for cls in (GridImportance, MLPImportance, SchNetImportance)
+}
 
 __all__ = [
     "REGISTRY",
@@ -17,5 +20,6 @@ __all__ = [
     "ImportanceFunction",
     "MLPImportance",
     "ReversedImportance",
+    "SchNetImportance",
     "load_importance",
 ]

@@ -42,7 +42,8 @@ class GridImportance(ImportanceFunction):
         self.hparams = {"x": x.tolist(), "y": y.tolist(), "logit": logit.tolist()}
         self.register_buffer("x0", torch.tensor([x[0], y[0]], dtype=torch.float64))
         self.register_buffer(
-            "inv_h", torch.tensor([1 / (x[1] - x[0]), 1 / (y[1] - y[0])])
+            "inv_h",
+            torch.tensor([1 / (x[1] - x[0]), 1 / (y[1] - y[0])], dtype=torch.float64),
         )
         self.register_buffer("grid", torch.as_tensor(logit, dtype=torch.float64))
         self.temperature_K = temperature_K
@@ -51,8 +52,10 @@ class GridImportance(ImportanceFunction):
     def from_grid_tpt(cls, result) -> GridImportance:
         """From a :class:`ase_rare.theory.GridTPTResult`."""
         logit = result.log_committor - result.log_backward_committor
-        logit = np.where(result.in_B & result.domain, 40.0, logit)
-        logit = np.where(result.in_A & result.domain, -np.inf, logit)
+        # Inside A and B the value is never used by a path (it stops there), but
+        # it enters the interpolation in cells that straddle the boundary: copy
+        # the nearest outside value so the interpolant has no artificial cliff.
+        logit = np.where(result.in_A | result.in_B, np.nan, logit)
         return cls(result.x_A, result.y_A, logit, result.temperature_K)
 
     def forward(self, positions):
