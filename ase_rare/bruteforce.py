@@ -353,16 +353,16 @@ class BruteForce:
 
     def _move(self, x: torch.Tensor, noise: torch.Tensor):
         """Forces, the kernel and the region tests: the arithmetic of a step."""
-        _, forces = self.potential.batch_energy_forces(x)
+        energy, forces = self.potential.batch_energy_forces(x)
         new = overdamped_step(x, forces, noise, self.params)
         in_a, in_b = self._regions(new)
-        return new, in_a, in_b
+        return new, in_a, in_b, energy
 
     def step(self) -> None:
         """Advance every walker by one step."""
         x = self.x
         noise = draw_noise(x, self.planar, self.generator)
-        new, in_a, in_b = self._advance(x, noise)
+        new, in_a, in_b, energy = self._advance(x, noise)
         check_not_both(in_a, in_b)
 
         from_a = self.history == 0
@@ -376,7 +376,7 @@ class BruteForce:
             self.exits.add(new[exit_a])
 
         if self.tracker is not None:
-            self.tracker.update(x, new)
+            self.tracker.update(x, new, energy)
 
         arrive_b = from_a & in_b
         if bool(arrive_b.any()):

@@ -17,8 +17,14 @@ class ChannelTracker:
     #: Channel names, indexed by the labels :meth:`labels` returns.
     names: tuple[str, ...] = ()
 
-    def update(self, old: torch.Tensor, new: torch.Tensor) -> None:
-        """Record a step of every walker from ``old`` to ``new`` (``(W, N, 3)``)."""
+    def update(
+        self, old: torch.Tensor, new: torch.Tensor, energy: torch.Tensor | None = None
+    ) -> None:
+        """Record a step of every walker from ``old`` to ``new`` (``(W, N, 3)``).
+
+        ``energy`` ``(W,)``, in eV, is the potential energy at ``old`` when the
+        engine has it (trackers that follow the highest point of a path use it).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement update")
 
     def labels(self) -> torch.Tensor:
@@ -80,7 +86,7 @@ class _CrossingTracker(ChannelTracker):
         self.names = spec.names
         self.label = torch.full((n_walkers,), -1, dtype=torch.long, device=device)
 
-    def update(self, old, new):
+    def update(self, old, new, energy=None):
         s = self.spec
         a0 = old[:, s.atom, s.axis] - s.at
         a1 = new[:, s.atom, s.axis] - s.at

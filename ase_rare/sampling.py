@@ -185,7 +185,7 @@ class PathSampler:
         for step in range(self.max_steps):
             if idx.numel() == 0:
                 break
-            _, forces = self.potential.batch_energy_forces(xa)
+            energy, forces = self.potential.batch_energy_forces(xa)
             if self.kernel == "tilt":
                 if step % self.drift_refresh == 0:
                     _, grad = self.importance.log_importance_and_gradient(xa)
@@ -224,7 +224,10 @@ class PathSampler:
             if tracker is not None:
                 old_full = x.clone()
                 x[idx] = new
-                tracker.update(old_full, x)
+                # Finished walkers do not move; they get no energy either.
+                e_full = torch.full((w,), -math.inf, dtype=energy.dtype, device=dev)
+                e_full[idx] = energy
+                tracker.update(old_full, x, e_full)
             else:
                 x[idx] = new
             done = in_a | in_b
