@@ -35,6 +35,14 @@ class ChannelTracker:
         """Forget the path of the walkers in ``mask``."""
         raise NotImplementedError(f"{type(self).__name__} must implement restart")
 
+    def take(self, index: torch.Tensor) -> None:
+        """Keep the walkers ``index`` (in that order, repeats allowed).
+
+        The branching ensemble calls it when walkers split, die or finish, so
+        that every copy of a walker inherits its path's memory.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement take")
+
 
 class ChannelClassifier:
     """Factory of trackers; pass one to an engine as ``channels=``."""
@@ -105,3 +113,6 @@ class _CrossingTracker(ChannelTracker):
 
     def restart(self, mask):
         self.label = torch.where(mask, -1, self.label)
+
+    def take(self, index):
+        self.label = self.label[index]

@@ -179,16 +179,22 @@ def combine(
     i0 = np.exp(paths.log_importance_start)
     naive_p = i0.mean()
 
+    # ESS, relative variance and channel fractions do not change when every
+    # weight is scaled by one factor: form them from ln w shifted by its
+    # largest value, so that they survive weights below the double range.
     succ = paths.success
-    w = s[succ]
+    log_s = np.where(succ, paths.log_weight, -np.inf)
+    scaled = np.exp(log_s - log_s.max()) if succ.any() else np.zeros(n)
+    w = scaled[succ]
     ess = w.sum() ** 2 / (w**2).sum() if len(w) else 0.0
-    ratio = s / i0
-    rel_var = ratio.var(ddof=1) / ratio.mean() ** 2 if ratio.mean() > 0 else math.inf
+    log_ratio = log_s - paths.log_importance_start
+    ratio = np.exp(log_ratio - log_ratio.max()) if succ.any() else np.zeros(n)
+    rel_var = ratio.var(ddof=1) / ratio.mean() ** 2 if ratio.mean() > 0 else math.nan
 
     fr, fr_se, naive_fr = [], [], []
     if channel_names:
         k = len(channel_names)
-        f, f_se = weighted_channel_fractions(s, paths.channel, k, seed=seed or 0)
+        f, f_se = weighted_channel_fractions(scaled, paths.channel, k, seed=seed or 0)
         counts = np.array([(paths.channel[succ] == c).sum() for c in range(k)])
         fr, fr_se = f.tolist(), f_se.tolist()
         naive_fr = (counts / max(counts.sum(), 1)).tolist()

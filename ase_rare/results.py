@@ -10,22 +10,32 @@ import numpy as np
 from ase import units
 
 
+def _nan_to_none(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, list):
+        return [_nan_to_none(x) for x in v]
+    return v
+
+
 def json_safe(d: dict) -> dict:
-    """Replace NaN floats by None so that strict JSON parsers accept the output."""
-    return {
-        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()
-    }
+    """Replace NaN floats (also inside lists) by None so that strict JSON parsers
+    accept the output."""
+    return {k: _nan_to_none(v) for k, v in d.items()}
 
 
 def from_json_safe(cls, d: dict):
     """Inverse of :func:`json_safe` for a dataclass: None back to NaN for floats."""
     types = {f.name: f.type for f in fields(cls)}
-    return cls(
-        **{
-            k: (math.nan if v is None and "float" in str(types.get(k)) else v)
-            for k, v in d.items()
-        }
-    )
+
+    def restore(k, v):
+        if "float" not in str(types.get(k)):
+            return v
+        if isinstance(v, list):
+            return [math.nan if x is None else x for x in v]
+        return math.nan if v is None else v
+
+    return cls(**{k: restore(k, v) for k, v in d.items()})
 
 
 @dataclass
@@ -162,6 +172,9 @@ def weighted_channel_fractions(
         return tot / tot.sum() if tot.sum() > 0 else np.full(n_channels, np.nan)
 
     f = fractions(contribution, channel)
+    if not np.isfinite(f).all():
+        # No success carries weight: the fractions and their errors are undefined.
+        return f, np.full(n_channels, np.nan)
     rng = np.random.default_rng(seed)
     n = len(contribution)
     boot = np.array(

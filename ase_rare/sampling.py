@@ -118,6 +118,8 @@ class PathSampler:
         self.channels = channels
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._evaluations = 0
+        self._walker_steps = 0
 
     def _regions(self, x):
         A, B = self.A, self.B
@@ -135,6 +137,48 @@ class PathSampler:
         in_a, in_b = self._regions(x)
         log_i = torch.where(in_a, -math.inf, log_i)
         return torch.where(in_b, 0.0, log_i)
+
+    def move(
+        self,
+        x: torch.Tensor,
+        forces: torch.Tensor,
+        drift: torch.Tensor | None,
+        *,
+        refresh: bool,
+        free: torch.Tensor,
+    ):
+        """One biased step of every walker in ``x``.
+
+        Returns the new positions, the log-weight increments and the drift used
+        (tilt kernel; re-evaluated when ``refresh`` or when there is none yet).
+        """
+        if self.kernel == "tilt":
+            if refresh or drift is None:
+                _, grad = self.importance.log_importance_and_gradient(x)
+                drift = grad * free
+                self._evaluations += x.shape[0]
+            noise = draw_noise(x, self.planar, self.generator)
+            new, dlogw = tilted_step(x, forces, noise, drift, self.params)
+            return new, dlogw, drift
+        noise = torch.stack(
+            [
+                draw_noise(x, self.planar, self.generator)
+                for _ in range(self.n_candidates)
+            ]
+        )
+        new, dlogw, _ = candidate_step(
+            x, forces, noise, self.bounded_log_importance, self.params, self.generator
+        )
+        self._evaluations += self.n_candidates * x.shape[0]
+        return new, dlogw, None
+
+    def free_mask(self, n_atoms: int) -> torch.Tensor:
+        """``(N, 3)`` mask of the moving coordinates, as a float tensor."""
+        return torch.as_tensor(
+            free_coordinates(n_atoms, self.planar),
+            dtype=torch.float64,
+            device=self.device,
+        ).reshape(n_atoms, 3)
 
     def run(self, roots: torch.Tensor, batch_size: int = 4096) -> PathResults:
         """One biased path from each root ``(R, N, 3)``, in batches."""
@@ -168,9 +212,7 @@ class PathSampler:
         x = x.clone()
         w = x.shape[0]
         dev = self.device
-        free = torch.as_tensor(
-            free_coordinates(x.shape[1], self.planar), dtype=x.dtype, device=dev
-        ).reshape(x.shape[1], 3)
+        free = self.free_mask(x.shape[1])
         log_w = torch.zeros(w, dtype=torch.float64, device=dev)
         status = torch.zeros(w, dtype=torch.int8, device=dev)
         steps = torch.zeros(w, dtype=torch.long, device=dev)
@@ -186,29 +228,9 @@ class PathSampler:
             if idx.numel() == 0:
                 break
             energy, forces = self.potential.batch_energy_forces(xa)
-            if self.kernel == "tilt":
-                if step % self.drift_refresh == 0:
-                    _, grad = self.importance.log_importance_and_gradient(xa)
-                    drift = grad * free
-                    self._evaluations += xa.shape[0]
-                noise = draw_noise(xa, self.planar, self.generator)
-                new, dlogw = tilted_step(xa, forces, noise, drift, self.params)
-            else:
-                noise = torch.stack(
-                    [
-                        draw_noise(xa, self.planar, self.generator)
-                        for _ in range(self.n_candidates)
-                    ]
-                )
-                new, dlogw, _ = candidate_step(
-                    xa,
-                    forces,
-                    noise,
-                    self.bounded_log_importance,
-                    self.params,
-                    self.generator,
-                )
-                self._evaluations += self.n_candidates * xa.shape[0]
+            new, dlogw, drift = self.move(
+                xa, forces, drift, refresh=step % self.drift_refresh == 0, free=free
+            )
             if not torch.isfinite(new).all():
                 raise FloatingPointError(
                     f"a biased path's positions became NaN or inf at step {step}; "
