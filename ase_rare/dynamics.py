@@ -157,7 +157,8 @@ class ImportanceLangevin(OverdampedLangevin):
 
     The path carries its exact likelihood-ratio weight ``ln w`` (float64) and
     stops by itself on entering B ("reached B") or A ("returned to A"); ``run``
-    with a step count caps it ("step cap"). Each trajectory frame records
+    with a step count caps it ("step cap"), and a later ``run`` continues the
+    capped path. Each trajectory frame records
     ``log_weight``, ``log_importance`` and ``status`` in ``atoms.info``.
 
     The biased step is the same kernel the batched sampler uses
@@ -281,7 +282,14 @@ class ImportanceLangevin(OverdampedLangevin):
         return self.atoms.get_forces()
 
     def irun(self, steps=50):
-        """Like ASE's ``irun``, but the path ends on reaching A or B."""
+        """Like ASE's ``irun``, but the path ends on reaching A or B.
+
+        A path stopped only by the step count goes on where it stopped, so
+        running in chunks gives the same path as one long run.
+        """
+        if self.status == "step cap":
+            self.status = "running"
+            self.atoms.info["status"] = self.status
         for converged in super().irun(steps):
             if self.status != "running":
                 yield True

@@ -157,6 +157,32 @@ class RateResult:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def channel_fractions_by_root(
+    channel_contribution: np.ndarray, *, n_bootstrap: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Channel fractions Σ_r S_rc / Σ_rc S_rc with bootstrap-over-roots errors.
+
+    ``channel_contribution`` ``(R, C)`` holds each root's successful weight per
+    channel. Roots are independent, their descendants are not, so the bootstrap
+    resamples roots.
+    """
+
+    def fractions(sc):
+        tot = sc.sum(0)
+        return tot / tot.sum() if tot.sum() > 0 else np.full(sc.shape[1], np.nan)
+
+    f = fractions(channel_contribution)
+    rng = np.random.default_rng(seed)
+    n = len(channel_contribution)
+    boot = np.array(
+        [
+            fractions(channel_contribution[rng.integers(0, n, n)])
+            for _ in range(n_bootstrap)
+        ]
+    )
+    return f, np.nanstd(boot, axis=0, ddof=1)
+
+
 def weighted_channel_fractions(
     contribution: np.ndarray,
     channel: np.ndarray,
@@ -165,22 +191,8 @@ def weighted_channel_fractions(
     n_bootstrap: int = 200,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fractions Σ_{c} w / Σ w over successes, with bootstrap-over-roots errors."""
-
-    def fractions(s, c):
-        tot = np.array([s[c == k].sum() for k in range(n_channels)])
-        return tot / tot.sum() if tot.sum() > 0 else np.full(n_channels, np.nan)
-
-    f = fractions(contribution, channel)
-    if not np.isfinite(f).all():
-        # No success carries weight: the fractions and their errors are undefined.
-        return f, np.full(n_channels, np.nan)
-    rng = np.random.default_rng(seed)
-    n = len(contribution)
-    boot = np.array(
-        [
-            fractions(contribution[i], channel[i])
-            for i in (rng.integers(0, n, n) for _ in range(n_bootstrap))
-        ]
-    )
-    return f, np.nanstd(boot, axis=0, ddof=1)
+    """Fractions Σ_{c} w / Σ w when each root has one path in ``channel``."""
+    sc = np.zeros((len(contribution), n_channels))
+    ok = channel >= 0
+    sc[np.flatnonzero(ok), channel[ok]] = contribution[ok]
+    return channel_fractions_by_root(sc, n_bootstrap=n_bootstrap, seed=seed)

@@ -8,6 +8,7 @@ from ase import Atoms
 
 from ase_rare.channels import ChannelClassifier, CrossingChannels
 from ase_rare.cv import AtomCoordinates, CoordinationMoments
+from ase_rare.lj7_modes import LJ7Modes
 from ase_rare.potentials.rugged import RuggedPotential
 from ase_rare.potentials.two_channel import TwoChannelPotential
 from ase_rare.regions import DiscRegion, Region, check_disjoint
@@ -96,14 +97,22 @@ def rugged_system(radius: float = 0.2, **potential_kwargs) -> BenchmarkSystem:
     )
 
 
-def lj7_system(radius_A: float = 0.03, radius_B: float = 0.05) -> BenchmarkSystem:
-    """LJ7 C3 -> C2: discs in (μ₂, μ₃) around C3 (A) and C2 (B)."""
+def lj7_system(
+    radius_A: float = 0.03, radius_B: float = 0.05, *, modes: bool = False
+) -> BenchmarkSystem:
+    """LJ7 C3 -> C2: discs in (μ₂, μ₃) around C3 (A) and C2 (B).
+
+    With ``modes=True`` the channels are the four transition modes M1-M4
+    (:class:`ase_rare.lj7_modes.LJ7Modes`).
+    """
     cv = CoordinationMoments(r0=1.5)
     c3, c2 = lj7_cluster("C3"), lj7_cluster("C2")
+    A = DiscRegion(cv, cv.of(c3), radius_A)
     return BenchmarkSystem(
         name="lj7",
         start_A=c3,
         start_B=c2,
-        A=DiscRegion(cv, cv.of(c3), radius_A),
+        A=A,
         B=DiscRegion(cv, cv.of(c2), radius_B),
+        channels=LJ7Modes(A) if modes else None,
     )

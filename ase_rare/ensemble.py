@@ -1,0 +1,574 @@
+"""The branching ensemble: many biased walkers, split and roulette, per-root books.
+
+Every root starts one walker at an exit point from A with ln w = 0. Walkers move
+with the biased kernel as one batch; every ``interval`` steps each walker's
+predicted contribution ``v = w · I(x)`` is compared with a target ``v*``:
+
+* split when ``v > c_hi v*`` into ``m = min(⌊v/v*⌋, m_max)`` copies of weight
+  ``w/m``;
+* Russian roulette when ``v < c_lo v*``: survive with probability ``p = v/v*``
+  and weight ``w/p``, else die.
+
+Both keep the expected total weight, so the estimate stays unbiased. A walker
+ends on entering B (its weight counts for its root), on entering A (a failure)
+or at the step cap (a failure, reported). Roots are processed in batches, each
+with its own seed derived from the ensemble's seed and the batch index, so the
+result does not depend on how the batches are scheduled, interrupted or
+resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms, units
+
+from ase_rare.bruteforce import BruteForceResult
+from ase_rare.channels import ChannelClassifier
+from ase_rare.importance.base import ImportanceFunction
+from ase_rare.kernels import LangevinParameters, check_stability
+from ase_rare.potentials.adapter import as_batched
+from ase_rare.potentials.base import DTYPE
+from ase_rare.regions import Region, check_disjoint, check_not_both
+from ase_rare.results import RateResult, channel_fractions_by_root
+from ase_rare.sampling import PathSampler
+
+#: Targets for the predicted contribution: each root's I(x₀), or the running P̂.
+TARGETS = ("root", "running")
+
+
+@dataclass(frozen=True)
+class Branching:
+    """Split/roulette rule of the branching random walk.
+
+    Parameters
+    ----------
+    c_lo, c_hi : float
+        Roulette below ``c_lo v*``, split above ``c_hi v*``.
+    m_max : int
+        Most copies a walker splits into at once.
+    interval : int
+        Apply the rule every this many steps.
+    target : {"root", "running"}
+        ``v*`` is the root's ``I(x₀)``, or the running estimate of P_AB from
+        the batches finished so far (the root's ``I(x₀)`` for the first batch).
+    """
+
+    c_lo: float = 0.5
+    c_hi: float = 2.0
+    m_max: int = 10
+    interval: int = 10
+    target: str = "root"
+
+    def __post_init__(self):
+        if not 0 < self.c_lo < 1 < self.c_hi:
+            raise ValueError(
+                f"branching needs 0 < c_lo < 1 < c_hi; got c_lo={self.c_lo}, "
+                f"c_hi={self.c_hi}"
+            )
+        if self.m_max < 2 or self.interval < 1:
+            raise ValueError(
+                f"branching needs m_max >= 2 and interval >= 1; got "
+                f"m_max={self.m_max}, interval={self.interval}"
+            )
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}; got {self.target!r}")
+
+
+def branch(
+    log_v_ratio: torch.Tensor,
+    rule: Branching,
+    generator: torch.Generator,
+    *,
+    room: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies per walker and the log-weight change of each copy.
+
+    Parameters
+    ----------
+    log_v_ratio : tensor ``(W,)``
+        ``ln(v / v*)`` of every walker.
+    room : int, optional
+        How many extra walkers the population may still take; splits beyond it
+        are not made (walkers keep their weight, which is also unbiased).
+
+    Returns
+    -------
+    copies ``(W,)`` (0 = died in the roulette) and ``Δ ln w`` ``(W,)``.
+    """
+    ratio = torch.exp(log_v_ratio)
+    copies = torch.ones_like(ratio, dtype=torch.long)
+    dlogw = torch.zeros_like(ratio)
+
+    split = ratio > rule.c_hi
+    m = torch.clamp(torch.floor(ratio), max=rule.m_max).long()
+    if room is not None and bool(split.any()):
+        # Give the room to the walkers with the largest predicted contribution.
+        extra = torch.where(split, m - 1, 0)
+        order = torch.argsort(ratio, descending=True)
+        allowed = torch.cumsum(extra[order], 0) <= room
+        ok = torch.zeros_like(split)
+        ok[order] = allowed
+        split = split & ok
+    copies = torch.where(split, m, copies)
+    dlogw = torch.where(split, -torch.log(m.to(ratio.dtype)), dlogw)
+
+    low = ratio < rule.c_lo
+    u = torch.rand(ratio.shape, generator=generator, dtype=ratio.dtype)
+    survive = u < ratio
+    copies = torch.where(low & ~survive, 0, copies)
+    dlogw = torch.where(low & survive, -log_v_ratio, dlogw)
+    return copies, dlogw
+
+
+@dataclass
+class BatchResult:
+    """Per-root totals of one batch of roots."""
+
+    index: int
+    contribution: np.ndarray  # (R,) S_r
+    channel_contribution: np.ndarray  # (R, C)
+    channel_successes: np.ndarray  # (C,) unweighted counts
+    log_importance_start: np.ndarray  # (R,)
+    sum_w: float
+    sum_w2: float
+    n_successes: int
+    n_failures: int
+    n_step_capped: int
+    walker_steps: int
+    importance_evaluations: int
+    n_splits: int
+    n_killed: int
+    max_population: int
+    wall_time_s: float
+
+    def to_arrays(self) -> dict:
+        return asdict(self)
+
+
+class Ensemble:
+    """A branching population of biased walkers that estimates a rate.
+
+    Parameters
+    ----------
+    atoms : Atoms
+        A configuration inside A with the calculator attached.
+    importance : ImportanceFunction
+    A, B : Region
+    temperature_K : float
+    timestep : float
+        In ASE time units (``0.005 * ase.units.fs``).
+    friction : float
+        γ in eV·fs/Å².
+    flux : BruteForceResult
+        An unbiased run in A (:func:`ase_rare.estimate.measure_flux`) that gives
+        J_A and at least ``n_roots`` exit points.
+    n_roots : int
+        Number of roots (exit points), taken from ``flux.exit_points``.
+    roots_per_batch : int
+        Roots processed together; a batch is the unit of checkpointing.
+    branching : Branching or None
+        None: one path per root, no splitting.
+    max_population : int
+        Cap on live walkers in a batch (splits beyond it are skipped).
+    kernel, n_candidates, drift_refresh, max_steps
+        As for :class:`ase_rare.sampling.PathSampler`.
+    channels : ChannelClassifier, optional
+    seed : int
+    checkpoint : path, optional
+        File that holds finished batches; an interrupted run started again with
+        the same arguments resumes from it and returns the identical result.
+    device : str
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        importance: ImportanceFunction,
+        A: Region,
+        B: Region,
+        *,
+        temperature_K: float,
+        timestep: float,
+        flux: BruteForceResult,
+        friction: float = 1.0,
+        n_roots: int = 4096,
+        roots_per_batch: int = 512,
+        branching: Branching | None = Branching(),
+        max_population: int = 20000,
+        kernel: str = "tilt",
+        n_candidates: int = 8,
+        drift_refresh: int = 1,
+        max_steps: int = 200_000,
+        channels: ChannelClassifier | None = None,
+        seed: int = 0,
+        checkpoint: str | os.PathLike | None = None,
+        device: str = "cpu",
+        direction: str = "A->B",
+    ):
+        check_disjoint(A, B)
+        if n_roots < 2 or roots_per_batch < 1:
+            raise ValueError(
+                f"n_roots must be >= 2 and roots_per_batch >= 1; got {n_roots}, "
+                f"{roots_per_batch}"
+            )
+        if flux.exit_points is None or len(flux.exit_points) < n_roots:
+            have = 0 if flux.exit_points is None else len(flux.exit_points)
+            raise ValueError(
+                f"the flux run holds {have} exit points, fewer than n_roots = "
+                f"{n_roots}; measure it with n_exit_points >= n_roots"
+            )
+        self.params = LangevinParameters(timestep / units.fs, temperature_K, friction)
+        self.potential = as_batched(atoms.calc, atoms)
+        self.planar = bool(getattr(self.potential, "planar", False))
+        x0 = torch.as_tensor(np.asarray(atoms.positions), dtype=DTYPE)
+        self.potential.check_positions(x0.unsqueeze(0))
+        check_stability(self.potential, x0, self.params, self.planar)
+        self.importance = importance
+        self.A, self.B = A, B
+        self.flux = flux
+        self.roots = torch.as_tensor(flux.exit_points[:n_roots], dtype=DTYPE)
+        self.n_roots = n_roots
+        self.roots_per_batch = roots_per_batch
+        self.branching = branching
+        self.max_population = max_population
+        self.kernel = kernel
+        self.n_candidates = n_candidates
+        self.drift_refresh = drift_refresh
+        self.max_steps = max_steps
+        self.channels = channels
+        self.n_channels = len(channels.names) if channels is not None else 0
+        self.seed = seed
+        self.device = device
+        self.direction = direction
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.batches: dict[int, BatchResult] = {}
+        self.observers: list[tuple[Callable, int, tuple, dict]] = []
+        self.wall_time_s = 0.0
+        if self.checkpoint is not None and self.checkpoint.exists():
+            self._load_checkpoint()
+
+    # -- ASE-style interface -------------------------------------------------
+
+    def attach(self, function: Callable, interval: int = 1, *args, **kwargs):
+        """Call ``function(*args, **kwargs)`` after every ``interval`` batches."""
+        if not callable(function):
+            raise TypeError("attach needs a callable")
+        self.observers.append((function, interval, args, kwargs))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.n_roots / self.roots_per_batch)
+
+    def irun(self):
+        """Run the batches not yet finished, yielding after each one."""
+        for b in range(self.n_batches):
+            if b in self.batches:
+                continue
+            t0 = time.perf_counter()
+            self.batches[b] = self._run_batch(b)
+            self.wall_time_s += time.perf_counter() - t0
+            if self.checkpoint is not None:
+                self._save_checkpoint()
+            done = len(self.batches)
+            for function, interval, args, kwargs in self.observers:
+                if done % interval == 0 or done == self.n_batches:
+                    function(*args, **kwargs)
+            yield self.batches[b]
+
+    def run(self) -> RateResult:
+        """Run every batch (resuming from the checkpoint) and return the result."""
+        for _ in self.irun():
+            pass
+        return self.result()
+
+    # -- one batch -----------------------------------------------------------
+
+    def batch_seed(self, b: int) -> int:
+        digest = hashlib.sha256(f"{self.seed}:{b}".encode()).digest()
+        return int.from_bytes(digest[:7], "little")
+
+    def _target(self, log_i0: torch.Tensor) -> torch.Tensor:
+        rule = self.branching
+        if rule is not None and rule.target == "running" and self.batches:
+            p = self.partial_success_probability()
+            if p > 0:
+                return torch.full_like(log_i0, math.log(p))
+        return log_i0
+
+    def _run_batch(self, b: int) -> BatchResult:
+        t0 = time.perf_counter()
+        lo = b * self.roots_per_batch
+        roots = self.roots[lo : lo + self.roots_per_batch].to(self.device).clone()
+        r = roots.shape[0]
+        sampler = PathSampler(
+            self.potential,
+            self.importance,
+            self.A,
+            self.B,
+            params=self.params,
+            planar=self.planar,
+            kernel=self.kernel,
+            n_candidates=self.n_candidates,
+            drift_refresh=self.drift_refresh,
+            max_steps=self.max_steps,
+            seed=self.batch_seed(b),
+            device=self.device,
+        )
+        gen = sampler.generator
+        free = sampler.free_mask(roots.shape[1])
+        c = max(self.n_channels, 1)
+        S = torch.zeros(r, dtype=torch.float64)
+        S_c = torch.zeros((r, c), dtype=torch.float64)
+        successes_c = torch.zeros(c, dtype=torch.long)
+        sum_w = sum_w2 = 0.0
+        n_succ = n_fail = 0
+        n_splits = n_killed = 0
+        peak = r
+
+        with torch.no_grad():
+            log_i0 = sampler.importance.log_importance(roots).to(torch.float64)
+        sampler._evaluations += r
+        log_target = self._target(log_i0)
+
+        x = roots
+        log_w = torch.zeros(r, dtype=torch.float64)
+        root = torch.arange(r)
+        drift = None
+        tracker = self.channels.tracker(x) if self.channels is not None else None
+        rule = self.branching
+
+        step = 0
+        for step in range(self.max_steps):
+            if x.shape[0] == 0:
+                break
+            energy, forces = self.potential.batch_energy_forces(x)
+            new, dlogw, drift = sampler.move(
+                x, forces, drift, refresh=step % self.drift_refresh == 0, free=free
+            )
+            if not torch.isfinite(new).all():
+                raise FloatingPointError(
+                    f"walker positions became NaN or inf at step {step}; the "
+                    f"timestep ({self.params.timestep_fs:g} fs) is too large"
+                )
+            log_w = log_w + dlogw
+            sampler._walker_steps += x.shape[0]
+            in_a, in_b = sampler._regions(new)
+            check_not_both(in_a, in_b)
+            if tracker is not None:
+                tracker.update(x, new, energy)
+            x = new
+
+            if bool(in_b.any()):
+                w = torch.exp(log_w[in_b])
+                S.index_add_(0, root[in_b], w)
+                if tracker is not None:
+                    label = tracker.labels()[in_b].clamp_min(0)
+                    S_c.index_put_((root[in_b], label), w, accumulate=True)
+                    successes_c += torch.bincount(label, minlength=c)
+                sum_w += float(w.sum())
+                sum_w2 += float((w * w).sum())
+                n_succ += int(in_b.sum())
+            n_fail += int(in_a.sum())
+            done = in_a | in_b
+
+            keep_index = None
+            if bool(done.any()):
+                keep_index = torch.nonzero(~done).squeeze(-1)
+            if rule is not None and (step + 1) % rule.interval == 0 and len(x):
+                alive = keep_index if keep_index is not None else torch.arange(len(x))
+                with torch.no_grad():
+                    log_i = sampler.importance.log_importance(x[alive])
+                sampler._evaluations += len(alive)
+                log_ratio = log_w[alive] + log_i - log_target[root[alive]]
+                copies, dw = branch(
+                    log_ratio, rule, gen, room=self.max_population - len(alive)
+                )
+                log_w[alive] += dw
+                n_splits += int((copies > 1).sum())
+                n_killed += int((copies == 0).sum())
+                keep_index = torch.repeat_interleave(alive, copies)
+                # Copies of one walker must not share future noise: they do not,
+                # because every walker draws its own noise each step.
+            if keep_index is not None:
+                x = x[keep_index]
+                log_w = log_w[keep_index]
+                root = root[keep_index]
+                if drift is not None:
+                    drift = drift[keep_index]
+                if tracker is not None:
+                    tracker.take(keep_index)
+                peak = max(peak, len(x))
+
+        capped = int(x.shape[0])
+        return BatchResult(
+            index=b,
+            contribution=S.numpy(),
+            channel_contribution=S_c[:, : self.n_channels].numpy(),
+            channel_successes=successes_c[: self.n_channels].numpy(),
+            log_importance_start=log_i0.numpy(),
+            sum_w=sum_w,
+            sum_w2=sum_w2,
+            n_successes=n_succ,
+            n_failures=n_fail + capped,
+            n_step_capped=capped,
+            walker_steps=sampler._walker_steps,
+            importance_evaluations=sampler._evaluations,
+            n_splits=n_splits,
+            n_killed=n_killed,
+            max_population=peak,
+            wall_time_s=time.perf_counter() - t0,
+        )
+
+    # -- results -------------------------------------------------------------
+
+    def _ordered(self) -> list[BatchResult]:
+        return [self.batches[b] for b in sorted(self.batches)]
+
+    def partial_success_probability(self) -> float:
+        parts = self._ordered()
+        return float(np.concatenate([p.contribution for p in parts]).mean())
+
+    def result(self) -> RateResult:
+        """The rate from the batches finished so far (all of them after ``run``)."""
+        parts = self._ordered()
+        if not parts:
+            raise RuntimeError("no batch has finished yet; call run() first")
+        s = np.concatenate([p.contribution for p in parts])
+        n = len(s)
+        p = s.mean()
+        p_se = s.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        flux, flux_se = self.flux.flux_per_fs, self.flux.flux_se_per_fs
+        rel = math.hypot(p_se / p if p > 0 else math.nan, flux_se / flux)
+        log_i0 = np.concatenate([p.log_importance_start for p in parts])
+        i0 = np.exp(log_i0)
+        ratio = s / i0
+        rel_var = (
+            ratio.var(ddof=1) / ratio.mean() ** 2 if ratio.mean() > 0 else math.inf
+        )
+        sum_w = sum(p.sum_w for p in parts)
+        sum_w2 = sum(p.sum_w2 for p in parts)
+        names, fr, fr_se, naive_fr = [], [], [], []
+        if self.channels is not None:
+            names = list(self.channels.names)
+            s_c = np.concatenate([p.channel_contribution for p in parts])
+            f, f_se = channel_fractions_by_root(s_c, seed=self.seed)
+            counts = sum(p.channel_successes for p in parts)
+            fr, fr_se = f.tolist(), f_se.tolist()
+            naive_fr = (counts / max(counts.sum(), 1)).tolist()
+        return RateResult(
+            direction=self.direction,
+            temperature_K=self.params.temperature_K,
+            timestep_fs=self.params.timestep_fs,
+            friction_eV_fs_per_A2=self.params.friction,
+            kernel=self.kernel
+            + ("" if self.branching is None else f"+BRW({self.branching.target})"),
+            rate_per_fs=flux * p,
+            rate_se_per_fs=flux * p * rel,
+            success_probability=p,
+            success_probability_se=p_se,
+            flux_per_fs=flux,
+            flux_se_per_fs=flux_se,
+            naive_rate_per_fs=flux * i0.mean(),
+            naive_success_probability=float(i0.mean()),
+            n_roots=n,
+            n_successes=sum(p.n_successes for p in parts),
+            n_step_capped=sum(p.n_step_capped for p in parts),
+            effective_sample_size=sum_w**2 / sum_w2 if sum_w2 > 0 else 0.0,
+            relative_variance_per_root=float(rel_var),
+            channel_names=names,
+            channel_fractions=fr,
+            channel_fractions_se=fr_se,
+            naive_channel_fractions=naive_fr,
+            walker_steps=sum(p.walker_steps for p in parts),
+            flux_walker_steps=self.flux.walker_steps,
+            importance_evaluations=sum(p.importance_evaluations for p in parts),
+            wall_time_s=self.wall_time_s,
+            seed=self.seed,
+        )
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """A digest of everything that determines the result."""
+        h = hashlib.sha256()
+        h.update(self.roots.numpy().tobytes())
+        for t in self.importance.state_dict().values():
+            h.update(t.detach().cpu().numpy().tobytes())
+        h.update(
+            json.dumps(
+                [
+                    asdict(self.params),
+                    None if self.branching is None else asdict(self.branching),
+                    self.n_roots,
+                    self.roots_per_batch,
+                    self.max_population,
+                    self.kernel,
+                    self.n_candidates,
+                    self.drift_refresh,
+                    self.max_steps,
+                    self.seed,
+                    self.n_channels,
+                    self.flux.flux_per_fs,
+                ]
+            ).encode()
+        )
+        return h.hexdigest()
+
+    def _save_checkpoint(self) -> None:
+        """Write finished batches atomically: a temp file, then a rename."""
+        data = {
+            "fingerprint": self.fingerprint(),
+            "batches": {b: r.to_arrays() for b, r in self.batches.items()},
+            "wall_time_s": self.wall_time_s,
+        }
+        path = self.checkpoint
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            raise OSError(
+                f"could not write the checkpoint {path} ({err}); the previous "
+                "checkpoint, if any, is intact. Free disk space or choose a "
+                "writable checkpoint path."
+            ) from err
+
+    def _load_checkpoint(self) -> None:
+        try:
+            data = torch.load(self.checkpoint, weights_only=False)
+            fingerprint = data["fingerprint"]
+            batches = data["batches"]
+        except Exception as err:  # noqa: BLE001 - any unreadable file
+            raise ValueError(
+                f"checkpoint {self.checkpoint} is unreadable or corrupted ({err}); "
+                "delete it to start again"
+            ) from err
+        if fingerprint != self.fingerprint():
+            raise ValueError(
+                f"checkpoint {self.checkpoint} belongs to a different run (other "
+                "roots, importance function or settings); use another checkpoint "
+                "path or delete it"
+            )
+        self.batches = {int(b): BatchResult(**r) for b, r in batches.items()}
+        self.wall_time_s = data.get("wall_time_s", 0.0)
