@@ -379,9 +379,12 @@ class Ensemble:
                 w = torch.exp(log_w[in_b])
                 S.index_add_(0, root[in_b], w)
                 if tracker is not None:
-                    label = tracker.labels()[in_b].clamp_min(0)
-                    S_c.index_put_((root[in_b], label), w, accumulate=True)
-                    successes_c += torch.bincount(label, minlength=c)
+                    label = tracker.labels()[in_b]
+                    known = label >= 0  # an unclassified success counts in no channel
+                    S_c.index_put_(
+                        (root[in_b][known], label[known]), w[known], accumulate=True
+                    )
+                    successes_c += torch.bincount(label[known], minlength=c)
                 sum_w += float(w.sum())
                 sum_w2 += float((w * w).sum())
                 n_succ += int(in_b.sum())

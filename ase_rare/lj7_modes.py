@@ -68,11 +68,11 @@ def aligned_rmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     tensor ``(...)``
     """
     x, y = _centred(x), _centred(y)
-    cos, sin = _sums(x, y)
-    msd = (
-        (x * x).sum((-2, -1)) + (y * y).sum((-2, -1)) - 2.0 * torch.hypot(cos, sin)
-    ) / x.shape[-2]
-    return msd.clamp_min(0.0).sqrt()
+    dot, cross = _sums(x, y)
+    # Rotating explicitly, rather than the closed form |x|² + |y|² − 2|x·y + i x×y|,
+    # avoids cancellation: identical structures give 0 to round-off, not 1e-8 Å.
+    diff = _rotate(x, torch.atan2(cross, dot)) - y
+    return (diff * diff).sum((-2, -1)).div(x.shape[-2]).sqrt()
 
 
 def _centred(x: torch.Tensor) -> torch.Tensor:
@@ -89,15 +89,15 @@ def _sums(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Turn ``(W, N, 2)`` by ``angle`` ``(W,)`` (radians) about the origin."""
-    c, s = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+    """Turn ``(..., N, 2)`` by ``angle`` ``(...)`` (radians) about the origin."""
+    c, s = torch.cos(angle)[..., None], torch.sin(angle)[..., None]
     return torch.stack(
         [c * x[..., 0] - s * x[..., 1], s * x[..., 0] + c * x[..., 1]], -1
     )
 
 
 def _relabel(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Reorder atoms so that atom ``i`` of ``x`` becomes atom ``perm[:, i]``."""
+    """Reorder atoms so that atom ``i`` of ``x`` becomes atom ``perm[..., i]``."""
     index = perm[..., None].expand(*perm.shape, x.shape[-1])
     return torch.empty_like(x).scatter_(-2, index, x)
 
@@ -271,7 +271,13 @@ def _labelled_saddles() -> np.ndarray:
         pair = [labelled, mirrored]
         pair.sort(key=lambda p: -_apex_shift(p, c3, axis))
         saddles.extend(pair)
-    return np.stack(saddles)
+
+    out = np.stack(saddles)
+    x = torch.as_tensor(out)
+    apart = aligned_rmsd(x[:, None], x[None]) + torch.eye(len(out), dtype=DTYPE)
+    if not apart.min() > 0.1:
+        raise RuntimeError("two of the labelled LJ7 mode saddles coincide")
+    return out
 
 
 def _apex_shift(saddle: np.ndarray, c3: np.ndarray, axis: int) -> float:
@@ -333,13 +339,21 @@ class LJ7Modes(ChannelClassifier):
 
     Notes
     -----
-    The highest-energy configuration is a noisy stand-in for the crossing
-    point: thermal energy in the stable modes shifts it, by more at higher
-    temperature and on longer excursions. Configurations in A and the final
-    one in B never count. The update is a handful of batched tensor operations
-    plus one evaluation of A's collective variable per step (and one energy
-    evaluation when the engine passes none); relabelling and classification
-    run only when an engine asks for labels.
+    The highest-energy configuration stands in for the crossing point; thermal
+    energy in the stable modes moves it about, the more so the longer the
+    excursion. With the regions of :func:`ase_rare.systems.lj7_system` at
+    600 K walkers re-enter A many times per fs and excursions are short: in a
+    brute-force run (41 transitions) the peak lay at most 0.19 Å from its
+    saddle and at least 1.47 times as far from any other, and its mode always
+    agreed with the labelled C2 the walker arrived in and with the saddle the
+    path came closest to. Configurations in A and the final one in B never
+    count.
+
+    Cost: the update is a handful of batched tensor operations plus one
+    evaluation of A's collective variable per step (and one energy evaluation
+    when the engine passes none) — about as much as an uncompiled force call
+    for LJ7. Relabelling and classification run only when labels are asked
+    for.
 
     Examples
     --------
@@ -457,3 +471,8 @@ class _ModeTracker(ChannelTracker):
 
     def restart(self, mask):
         self.peak_energy = torch.where(mask, -math.inf, self.peak_energy)
+
+    def take(self, index):
+        self.anchor = self.anchor[index]
+        self.peak = self.peak[index]
+        self.peak_energy = self.peak_energy[index]

@@ -172,6 +172,9 @@ def channel_fractions_by_root(
         return tot / tot.sum() if tot.sum() > 0 else np.full(sc.shape[1], np.nan)
 
     f = fractions(channel_contribution)
+    if not np.isfinite(f).all():
+        # No success carries weight: the fractions and their errors are undefined.
+        return f, np.full(len(f), np.nan)
     rng = np.random.default_rng(seed)
     n = len(channel_contribution)
     boot = np.array(
