@@ -20,14 +20,19 @@ from ase import units
 SYSTEMS = ("lj7", "two-channel", "rugged")
 
 
-def _system(name: str):
+def _system(name: str, channels: bool = True):
+    """A benchmark system by name, with its channel classifier if asked for."""
     from ase_rare import systems
 
-    return {
-        "lj7": systems.lj7_system,
+    if name == "lj7":
+        return systems.lj7_system(modes=channels)
+    system = {
         "two-channel": systems.two_channel_system,
         "rugged": systems.rugged_system,
     }[name]()
+    if not channels:
+        system.channels = None
+    return system
 
 
 def _lj7_htst(temperatures):
@@ -125,7 +130,7 @@ def _run_bruteforce(
 
 
 def cmd_bruteforce(args) -> dict:
-    system = _system(args.system)
+    system = _system(args.system, channels=not args.no_channels)
     result = _run_bruteforce(
         system,
         temperature=args.temperature,
@@ -283,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this much time per walker, in fs",
     )
     b.add_argument("--compile", action="store_true", help="torch.compile the step")
+    b.add_argument(
+        "--no-channels",
+        action="store_true",
+        help="skip channel classification (LJ7 modes cost about one extra force "
+        "evaluation per step)",
+    )
     b.set_defaults(func=cmd_bruteforce)
     return p
 
