@@ -219,6 +219,12 @@ def cmd_demo(args) -> dict:
         f"ratio brute force / HTST = {bf.rate_per_fs / fw.rate_per_fs:.3f} ± "
         f"{bf.rate_se_per_fs / fw.rate_per_fs:.3f}"
     )
+    htst_modes = [fw.fractions[0] / 2] * 2 + [fw.fractions[1] / 2] * 2
+    pairs = zip(bf.channel_fractions.items(), htst_modes, strict=True)
+    print(
+        "mode fractions, brute force vs HTST: "
+        + ", ".join(f"{n} {100 * f:.0f} % vs {100 * h:.1f} %" for (n, f), h in pairs)
+    )
     print("\n== Two-channel 2D potential at 1000 K: exact grid TPT ==")
     grid = cmd_grid(
         argparse.Namespace(temperatures=[1000.0], spacing=0.02, json=False)
