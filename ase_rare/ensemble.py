@@ -15,6 +15,10 @@ or at the step cap (a failure, reported). Roots are processed in batches, each
 with its own seed derived from the ensemble's seed and the batch index, so the
 result does not depend on how the batches are scheduled, interrupted or
 resumed.
+
+A batch is also the unit of checkpointing: a run that is stopped (or killed)
+loses only the batch in progress, which is computed again from its own seed on
+resume, giving the same numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +50,15 @@ from ase_rare.sampling import PathSampler
 
 #: Targets for the predicted contribution: each root's I(x₀), or the running P̂.
 TARGETS = ("root", "running")
+
+#: Status of a walker in a recorded path, as in
+#: :class:`ase_rare.dynamics.ImportanceLangevin`.
+RUNNING, REACHED_B, RETURNED_TO_A, STEP_CAP = (
+    "running",
+    "reached B",
+    "returned to A",
+    "step cap",
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,192 @@ class BatchResult:
         return asdict(self)
 
 
+class _Frame(NamedTuple):
+    """One recorded frame of a walker and a link to the frame before it.
+
+    A walker's history is a linked list that runs backwards from its newest
+    frame. Copies made by a split start from the same newest frame, so they share
+    the ancestor's history up to the split without copying it.
+    """
+
+    step: int
+    positions: np.ndarray  # (N, 3) in Å
+    log_weight: float
+    log_importance: float
+    previous: _Frame | None
+
+
+@dataclass
+class RecordedPath:
+    """The recorded history of one finished walker, from its root to its end.
+
+    Attributes
+    ----------
+    batch, root : int
+        The batch and the root (index into the ensemble's exit points) the
+        walker descends from.
+    status : str
+        How the path ended: ``"reached B"``, ``"returned to A"`` or
+        ``"step cap"``.
+    channel : str or None
+        The channel of a success (None for failures, for successes the
+        classifier could not label and without a classifier).
+    steps : ndarray ``(F,)``
+        Step of every frame, counted from the root (step 0).
+    positions : ndarray ``(F, N, 3)``
+        Positions in Å.
+    log_weight : ndarray ``(F,)``
+        ln w of the walker at each frame, after the branching of that step; the
+        last entry is the final weight the path contributes (when a success).
+    log_importance : ndarray ``(F,)``
+        ln I at each frame, with the boundary values: 0 in B, −inf in A.
+    """
+
+    batch: int
+    root: int
+    status: str
+    channel: str | None
+    steps: np.ndarray
+    positions: np.ndarray
+    log_weight: np.ndarray
+    log_importance: np.ndarray
+
+    @property
+    def success(self) -> bool:
+        return self.status == REACHED_B
+
+    @classmethod
+    def _from_frames(cls, last: _Frame, **kwargs) -> RecordedPath:
+        frames = []
+        node = last
+        while node is not None:
+            frames.append(node)
+            node = node.previous
+        frames.reverse()
+        return cls(
+            steps=np.array([f.step for f in frames], dtype=np.int64),
+            positions=np.stack([f.positions for f in frames]),
+            log_weight=np.array([f.log_weight for f in frames]),
+            log_importance=np.array([f.log_importance for f in frames]),
+            **kwargs,
+        )
+
+
+@dataclass(frozen=True)
+class _Recording:
+    n_roots: int
+    interval_steps: int
+
+
+class _PathRecorder:
+    """Histories of the recorded walkers of one batch: those of its first roots.
+
+    ``index`` holds the recorded walkers' positions in the population and
+    ``last`` their newest frames, in the same order. Only these walkers cost
+    anything, and nothing once they have all ended.
+    """
+
+    def __init__(
+        self,
+        recording: _Recording,
+        batch: int,
+        first_root: int,
+        roots: torch.Tensor,
+        log_i0: torch.Tensor,
+        channel_names: tuple[str, ...],
+    ):
+        k = min(recording.n_roots, len(roots))
+        self.interval = recording.interval_steps
+        self.batch, self.first_root = batch, first_root
+        self.names = channel_names
+        self.paths: list[RecordedPath] = []
+        self.index = torch.arange(k, device=roots.device)
+        positions = roots[:k].detach().cpu().numpy().copy()
+        log_i = log_i0[:k].tolist()
+        self.last = [_Frame(0, positions[j], 0.0, log_i[j], None) for j in range(k)]
+
+    def __bool__(self) -> bool:
+        return bool(self.last)
+
+    def _end(self, j, step, positions, log_w, log_i, status, channel, root) -> None:
+        frame = self.last[j]
+        if frame.step != step:
+            frame = _Frame(step, positions, log_w, log_i, frame)
+        self.paths.append(
+            RecordedPath._from_frames(
+                frame,
+                batch=self.batch,
+                root=self.first_root + root,
+                status=status,
+                channel=channel,
+            )
+        )
+
+    def finish(self, step, x, log_w, root, done, in_b, labels) -> None:
+        """Close the paths of the recorded walkers that entered A or B."""
+        ended = torch.nonzero(done[self.index]).squeeze(-1).tolist()
+        if not ended:
+            return
+        idx = self.index[ended]
+        positions = x[idx].detach().cpu().numpy()
+        lw, success = log_w[idx].tolist(), in_b[idx].tolist()
+        roots = root[idx].tolist()
+        label = labels[idx].tolist() if labels is not None else [-1] * len(idx)
+        for n, j in enumerate(ended):
+            channel = None
+            if success[n] and label[n] >= 0:
+                channel = self.names[label[n]]
+            self._end(
+                j,
+                step,
+                positions[n],
+                lw[n],
+                0.0 if success[n] else -math.inf,
+                REACHED_B if success[n] else RETURNED_TO_A,
+                channel,
+                roots[n],
+            )
+
+    def follow(self, keep_index: torch.Tensor, n_before: int) -> None:
+        """The population became ``old[keep_index]``: copies share a history."""
+        where = torch.full((n_before,), -1, dtype=torch.long, device=keep_index.device)
+        where[self.index] = torch.arange(len(self.index), device=keep_index.device)
+        source = where[keep_index]
+        self.index = torch.nonzero(source >= 0).squeeze(-1)
+        self.last = [self.last[j] for j in source[self.index].tolist()]
+
+    def frame(self, step, x, log_w, importance, *, cap=False, root=None) -> None:
+        """A frame of every recorded walker; with ``cap`` also end their paths."""
+        xs = x[self.index]
+        with torch.no_grad():
+            log_i = importance.log_importance(xs).tolist()
+        positions = xs.detach().cpu().numpy()
+        lw = log_w[self.index].tolist()
+        if cap:
+            roots = root[self.index].tolist()
+            for j in range(len(self.last)):
+                self._end(
+                    j, step, positions[j], lw[j], log_i[j], STEP_CAP, None, roots[j]
+                )
+            self.index, self.last = self.index[:0], []
+            return
+        self.last = [
+            _Frame(step, positions[j], lw[j], log_i[j], prev)
+            for j, prev in enumerate(self.last)
+        ]
+
+
+class _Population(NamedTuple):
+    """References to the live walkers of a batch (not copies)."""
+
+    batch: int
+    first_root: int
+    step: int
+    positions: torch.Tensor
+    log_weight: torch.Tensor
+    root: torch.Tensor
+
+
 class Ensemble:
     """A branching population of biased walkers that estimates a rate.
 
@@ -186,9 +386,21 @@ class Ensemble:
     channels : ChannelClassifier, optional
     seed : int
     checkpoint : path, optional
-        File that holds finished batches; an interrupted run started again with
-        the same arguments resumes from it and returns the identical result.
+        File that holds finished batches, rewritten atomically after each one;
+        an interrupted run started again with the same arguments resumes from
+        it and returns the identical result. Only the batch in progress is
+        lost: it is computed again from its own seed.
     device : str
+
+    Notes
+    -----
+    Observers attached with :meth:`attach` run after finished batches, those
+    attached with :meth:`attach_step` after steps of the batch in progress;
+    :mod:`ase_rare.observers` has a progress bar, a statistics logger, a path
+    writer and a checkpointer. Walkers become ``Atoms`` only on demand
+    (:meth:`current_walkers`, :meth:`record_paths`), never in the stepping
+    loop. Observers, recording and ``current_walkers`` draw no random numbers
+    and change no walker, so they leave the result unchanged.
     """
 
     def __init__(
@@ -251,20 +463,115 @@ class Ensemble:
         self.seed = seed
         self.device = device
         self.direction = direction
+        self.atoms = atoms
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.batches: dict[int, BatchResult] = {}
         self.observers: list[tuple[Callable, int, tuple, dict]] = []
+        self.step_observers: list[tuple[Callable, int, tuple, dict]] = []
         self.wall_time_s = 0.0
+        self._recording: _Recording | None = None
+        self._recorded: list[RecordedPath] = []
+        self._population: _Population | None = None
         if self.checkpoint is not None and self.checkpoint.exists():
-            self._load_checkpoint()
+            self.load_checkpoint()
 
     # -- ASE-style interface -------------------------------------------------
 
     def attach(self, function: Callable, interval: int = 1, *args, **kwargs):
-        """Call ``function(*args, **kwargs)`` after every ``interval`` batches."""
+        """Call ``function(*args, **kwargs)`` after every ``interval`` batches.
+
+        Also after the last batch, whatever ``interval``. Batches finished in an
+        earlier run (loaded from the checkpoint) are not reported again.
+        """
         if not callable(function):
             raise TypeError("attach needs a callable")
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1; got {interval}")
         self.observers.append((function, interval, args, kwargs))
+
+    def attach_step(self, function: Callable, interval: int = 100, *args, **kwargs):
+        """Call ``function(*args, **kwargs)`` after every ``interval`` steps of a
+        batch, counted from its start.
+
+        The live population is then available from :meth:`current_walkers`.
+        Steps are cheap, so keep such observers light and their interval large.
+        """
+        if not callable(function):
+            raise TypeError("attach_step needs a callable")
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1; got {interval}")
+        self.step_observers.append((function, interval, args, kwargs))
+
+    def current_walkers(self) -> list[Atoms]:
+        """The live walkers as ``Atoms``, one per walker.
+
+        Called from a step observer (:meth:`attach_step`), these are the walkers
+        of the batch in progress after that step's branching. Called at any
+        other time, they are the walkers still alive at the end of the last
+        batch run in this process: those stopped by the step cap, usually
+        none. Before any batch has run the list is empty.
+
+        Each ``Atoms`` has the species and cell of the start configuration and,
+        in ``info``, ``batch``, ``root`` (index into the exit points), ``step``
+        (since the root), ``log_weight`` (ln w) and ``log_importance`` (ln I).
+        """
+        pop = self._population
+        if pop is None or len(pop.positions) == 0:
+            return []
+        with torch.no_grad():
+            log_i = self.importance.log_importance(pop.positions).tolist()
+        positions = pop.positions.detach().cpu().numpy()
+        log_w = pop.log_weight.tolist()
+        roots = (pop.root + pop.first_root).tolist()
+        walkers = []
+        for i in range(len(positions)):
+            atoms = self.atoms_at(positions[i])
+            atoms.info.update(
+                batch=pop.batch,
+                root=roots[i],
+                step=pop.step,
+                log_weight=log_w[i],
+                log_importance=log_i[i],
+            )
+            walkers.append(atoms)
+        return walkers
+
+    def record_paths(self, n_roots: int, interval_steps: int = 10) -> None:
+        """Keep the histories of the walkers of the first ``n_roots`` roots of
+        every batch that starts from now on (0 stops recording).
+
+        A frame (positions, ln w, ln I) is kept every ``interval_steps`` steps,
+        at the root and at the end of each path. Copies made by a split share
+        their ancestor's frames up to the split. Paths that end, in B, in A or
+        at the step cap, are collected as :class:`RecordedPath` and handed out
+        by :meth:`take_recorded_paths`; walkers killed in the roulette leave no
+        path. Recording draws no random numbers and does not change the result;
+        it costs an importance evaluation of the recorded walkers per frame,
+        which is not counted in the result's ``importance_evaluations``.
+        Recorded paths are not checkpointed.
+        """
+        if n_roots < 0 or interval_steps < 1:
+            raise ValueError(
+                f"record_paths needs n_roots >= 0 and interval_steps >= 1; got "
+                f"{n_roots}, {interval_steps}"
+            )
+        self._recording = _Recording(n_roots, interval_steps) if n_roots else None
+
+    def take_recorded_paths(self) -> list[RecordedPath]:
+        """The paths recorded since the last call, in the order they ended."""
+        paths, self._recorded = self._recorded, []
+        return paths
+
+    def atoms_at(self, positions: np.ndarray) -> Atoms:
+        """An ``Atoms`` with the start configuration's species, cell and
+        boundary conditions at ``positions`` ``(N, 3)`` in Å, without a
+        calculator."""
+        return Atoms(
+            numbers=self.atoms.numbers,
+            positions=positions,
+            cell=self.atoms.cell,
+            pbc=self.atoms.pbc,
+        )
 
     def __enter__(self):
         return self
@@ -285,7 +592,7 @@ class Ensemble:
             self.batches[b] = self._run_batch(b)
             self.wall_time_s += time.perf_counter() - t0
             if self.checkpoint is not None:
-                self._save_checkpoint()
+                self.save_checkpoint()
             done = len(self.batches)
             for function, interval, args, kwargs in self.observers:
                 if done % interval == 0 or done == self.n_batches:
@@ -353,6 +660,11 @@ class Ensemble:
         drift = None
         tracker = self.channels.tracker(x) if self.channels is not None else None
         rule = self.branching
+        recorder = None
+        if self._recording is not None:
+            names = self.channels.names if self.channels is not None else ()
+            recorder = _PathRecorder(self._recording, b, lo, x, log_i0, names)
+        watch = bool(self.step_observers)
 
         step = 0
         for step in range(self.max_steps):
@@ -390,6 +702,9 @@ class Ensemble:
                 n_succ += int(in_b.sum())
             n_fail += int(in_a.sum())
             done = in_a | in_b
+            if recorder and bool(done.any()):
+                labels = tracker.labels() if tracker is not None else None
+                recorder.finish(step + 1, x, log_w, root, done, in_b, labels)
 
             keep_index = None
             if bool(done.any()):
@@ -410,6 +725,8 @@ class Ensemble:
                 # Copies of one walker must not share future noise: they do not,
                 # because every walker draws its own noise each step.
             if keep_index is not None:
+                if recorder:
+                    recorder.follow(keep_index, len(x))
                 x = x[keep_index]
                 log_w = log_w[keep_index]
                 root = root[keep_index]
@@ -418,8 +735,23 @@ class Ensemble:
                 if tracker is not None:
                     tracker.take(keep_index)
                 peak = max(peak, len(x))
+            if recorder and (step + 1) % recorder.interval == 0:
+                recorder.frame(step + 1, x, log_w, sampler.importance)
+            if watch:
+                self._population = _Population(b, lo, step + 1, x, log_w, root)
+                for function, interval, args, kwargs in self.step_observers:
+                    if (step + 1) % interval == 0:
+                        function(*args, **kwargs)
 
         capped = int(x.shape[0])
+        if recorder is not None:
+            if recorder:
+                recorder.frame(
+                    self.max_steps, x, log_w, sampler.importance, cap=True, root=root
+                )
+            self._recorded.extend(recorder.paths)
+        steps_done = self.max_steps if capped else step
+        self._population = _Population(b, lo, steps_done, x, log_w, root)
         return BatchResult(
             index=b,
             contribution=S.numpy(),
@@ -534,14 +866,28 @@ class Ensemble:
         )
         return h.hexdigest()
 
-    def _save_checkpoint(self) -> None:
-        """Write finished batches atomically: a temp file, then a rename."""
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        """Write the finished batches to ``path`` (default: ``checkpoint``).
+
+        The file is written to a temporary file in the same folder and renamed
+        over the old one, so a crash or a full disk never leaves a half-written
+        checkpoint: either the new one or the previous one is on disk.
+
+        Raises
+        ------
+        OSError
+            When the file cannot be written; the previous checkpoint is intact
+            and no temporary file is left behind.
+        """
+        path = Path(path) if path is not None else self.checkpoint
+        if path is None:
+            raise ValueError("no checkpoint path: pass one or set checkpoint=")
         data = {
             "fingerprint": self.fingerprint(),
             "batches": {b: r.to_arrays() for b, r in self.batches.items()},
             "wall_time_s": self.wall_time_s,
         }
-        path = self.checkpoint
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -551,25 +897,41 @@ class Ensemble:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as err:
-            raise OSError(
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            message = (
                 f"could not write the checkpoint {path} ({err}); the previous "
                 "checkpoint, if any, is intact. Free disk space or choose a "
                 "writable checkpoint path."
-            ) from err
+            )
+            # With an errno, OSError keeps the subclass (PermissionError, ...).
+            args = (message,) if err.errno is None else (err.errno, message)
+            raise OSError(*args) from err
 
-    def _load_checkpoint(self) -> None:
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        """Take the finished batches from ``path`` (default: ``checkpoint``).
+
+        Raises
+        ------
+        ValueError
+            When the file is unreadable, or belongs to a run with other roots,
+            importance function or settings.
+        """
+        path = Path(path) if path is not None else self.checkpoint
+        if path is None:
+            raise ValueError("no checkpoint path: pass one or set checkpoint=")
         try:
-            data = torch.load(self.checkpoint, weights_only=False)
+            data = torch.load(path, weights_only=False)
             fingerprint = data["fingerprint"]
             batches = data["batches"]
         except Exception as err:  # noqa: BLE001 - any unreadable file
             raise ValueError(
-                f"checkpoint {self.checkpoint} is unreadable or corrupted ({err}); "
+                f"checkpoint {path} is unreadable or corrupted ({err}); "
                 "delete it to start again"
             ) from err
         if fingerprint != self.fingerprint():
             raise ValueError(
-                f"checkpoint {self.checkpoint} belongs to a different run (other "
+                f"checkpoint {path} belongs to a different run (other "
                 "roots, importance function or settings); use another checkpoint "
                 "path or delete it"
             )
