@@ -8,8 +8,18 @@ unit: energies in eV, lengths in Å, times in fs, temperatures in K.
 
 __version__ = "0.1.0"
 
+from ase_rare.bruteforce import BruteForce, BruteForceResult, brute_force_rate
 from ase_rare.cv import AtomCoordinates, CollectiveVariable, CoordinationMoments
-from ase_rare.dynamics import OverdampedLangevin
+from ase_rare.dynamics import ImportanceLangevin, OverdampedLangevin
+from ase_rare.ensemble import Branching, Ensemble
+from ase_rare.estimate import estimate_rate, measure_flux
+from ase_rare.importance import (
+    GridImportance,
+    ImportanceFunction,
+    MLPImportance,
+    load_importance,
+)
+from ase_rare.observers import Checkpointer, PathWriter, ProgressBar, StatisticsLogger
 from ase_rare.potentials import (
     BatchedCalculator,
     CalculatorAdapter,
@@ -19,10 +29,28 @@ from ase_rare.potentials import (
     as_batched,
 )
 from ase_rare.regions import BoxRegion, DiscRegion, PredicateRegion, Region
+from ase_rare.results import RateResult
 from ase_rare.structures import lj7_cluster
 
 __all__ = [
     "AtomCoordinates",
+    "Branching",
+    "BruteForce",
+    "BruteForceResult",
+    "Checkpointer",
+    "Ensemble",
+    "GridImportance",
+    "ImportanceFunction",
+    "ImportanceLangevin",
+    "MLPImportance",
+    "PathWriter",
+    "ProgressBar",
+    "RateResult",
+    "StatisticsLogger",
+    "brute_force_rate",
+    "estimate_rate",
+    "load_importance",
+    "measure_flux",
     "BatchedCalculator",
     "BoxRegion",
     "CalculatorAdapter",
