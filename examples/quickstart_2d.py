@@ -1,6 +1,7 @@
 """Quick start: an importance-sampled rate with branching, in plain ASE style."""
 
 from ase import units
+
 from ase_rare import Branching, Ensemble, GridImportance, ProgressBar, measure_flux
 from ase_rare.systems import two_channel_system
 from ase_rare.theory import solve_grid_tpt
