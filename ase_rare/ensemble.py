@@ -44,7 +44,7 @@ from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import LangevinParameters, check_stability
 from ase_rare.potentials.adapter import as_batched
 from ase_rare.potentials.base import DTYPE
-from ase_rare.regions import Region, check_disjoint, check_not_both
+from ase_rare.regions import Region, check_disjoint
 from ase_rare.results import RateResult, channel_fractions_by_root
 from ase_rare.sampling import PathSampler
 
@@ -670,19 +670,10 @@ class Ensemble:
         for step in range(self.max_steps):
             if x.shape[0] == 0:
                 break
-            energy, forces = self.potential.batch_energy_forces(x)
-            new, dlogw, drift = sampler.move(
-                x, forces, drift, refresh=step % self.drift_refresh == 0, free=free
+            new, dlogw, drift, energy, in_a, in_b = sampler.advance(
+                x, drift, step, free
             )
-            if not torch.isfinite(new).all():
-                raise FloatingPointError(
-                    f"walker positions became NaN or inf at step {step}; the "
-                    f"timestep ({self.params.timestep_fs:g} fs) is too large"
-                )
             log_w = log_w + dlogw
-            sampler._walker_steps += x.shape[0]
-            in_a, in_b = sampler._regions(new)
-            check_not_both(in_a, in_b)
             if tracker is not None:
                 tracker.update(x, new, energy)
             x = new

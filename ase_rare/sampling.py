@@ -172,6 +172,28 @@ class PathSampler:
         self._evaluations += self.n_candidates * x.shape[0]
         return new, dlogw, None
 
+    def advance(
+        self, x: torch.Tensor, drift: torch.Tensor | None, step: int, free
+    ) -> tuple:
+        """Forces, one biased step and the region tests for a population.
+
+        Returns ``(new, Δ ln w, drift, energy at x, in A, in B)``.
+        """
+        energy, forces = self.potential.batch_energy_forces(x)
+        new, dlogw, drift = self.move(
+            x, forces, drift, refresh=step % self.drift_refresh == 0, free=free
+        )
+        if not torch.isfinite(new).all():
+            raise FloatingPointError(
+                f"walker positions became NaN or inf at step {step}; the timestep "
+                f"({self.params.timestep_fs:g} fs) is too large for the forces plus "
+                "the importance drift σ²∇ln I"
+            )
+        self._walker_steps += x.shape[0]
+        in_a, in_b = self._regions(new)
+        check_not_both(in_a, in_b)
+        return new, dlogw, drift, energy, in_a, in_b
+
     def free_mask(self, n_atoms: int) -> torch.Tensor:
         """``(N, 3)`` mask of the moving coordinates, as a float tensor."""
         return torch.as_tensor(
@@ -227,22 +249,9 @@ class PathSampler:
         for step in range(self.max_steps):
             if idx.numel() == 0:
                 break
-            energy, forces = self.potential.batch_energy_forces(xa)
-            new, dlogw, drift = self.move(
-                xa, forces, drift, refresh=step % self.drift_refresh == 0, free=free
-            )
-            if not torch.isfinite(new).all():
-                raise FloatingPointError(
-                    f"a biased path's positions became NaN or inf at step {step}; "
-                    f"the timestep ({self.params.timestep_fs:g} fs) is too large "
-                    "for the forces plus the importance drift σ²∇ln I"
-                )
+            new, dlogw, drift, energy, in_a, in_b = self.advance(xa, drift, step, free)
             log_w[idx] += dlogw
             steps[idx] += 1
-            self._walker_steps += xa.shape[0]
-
-            in_a, in_b = self._regions(new)
-            check_not_both(in_a, in_b)
             if tracker is not None:
                 old_full = x.clone()
                 x[idx] = new
