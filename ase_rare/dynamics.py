@@ -206,7 +206,10 @@ class ImportanceLangevin(OverdampedLangevin):
         if kernel not in ("tilt", "candidates"):
             raise ValueError(f"kernel must be 'tilt' or 'candidates'; got {kernel!r}")
         if n_candidates < 1 or drift_refresh < 1:
-            raise ValueError("n_candidates and drift_refresh must be >= 1")
+            raise ValueError(
+                "n_candidates and drift_refresh must be >= 1; got "
+                f"{n_candidates}, {drift_refresh}"
+            )
         check_disjoint(A, B)
         self.importance = importance
         self.A, self.B = A, B

@@ -38,6 +38,10 @@ class _Registry(dict):
         self._fill()
         return dict.keys(self)
 
+    def names(self) -> list[str]:
+        """Every known class name, without importing the lazy ones."""
+        return sorted({*dict.keys(self), *self._lazy})
+
 
 REGISTRY = _Registry({cls.__name__: cls for cls in (GridImportance, MLPImportance)})
 

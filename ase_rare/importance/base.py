@@ -136,7 +136,10 @@ def load_importance(path, *, n_atoms: int | None = None) -> ImportanceFunction:
             "truncated or from another program"
         ) from err
     if not isinstance(data, dict) or "format_version" not in data:
-        raise ValueError(f"{path} is not an ase_rare importance-function file")
+        raise ValueError(
+            f"{path} is not an ase_rare importance-function file (no format "
+            "version); save importance functions with ImportanceFunction.save()"
+        )
     if data["format_version"] > FORMAT_VERSION:
         raise ValueError(
             f"{path} has format version {data['format_version']}, newer than this "
@@ -146,7 +149,7 @@ def load_importance(path, *, n_atoms: int | None = None) -> ImportanceFunction:
     if cls is None:
         raise ValueError(
             f"{path} holds a {data['class']}, which this ase_rare does not know; "
-            f"known: {', '.join(sorted(REGISTRY))}"
+            f"known: {', '.join(REGISTRY.names())}"
         )
     if n_atoms is not None and data["n_atoms"] not in (None, n_atoms):
         raise ValueError(
