@@ -583,25 +583,74 @@ class Ensemble:
     def n_batches(self) -> int:
         return math.ceil(self.n_roots / self.roots_per_batch)
 
-    def irun(self):
-        """Run the batches not yet finished, yielding after each one."""
+    def irun(self, executor=None, *, max_workers: int | None = None, client=None):
+        """Run the batches not yet finished, yielding after each one.
+
+        Parameters
+        ----------
+        executor : None, "processes", distributed.Client or executor, optional
+            None runs the batches here, one after the other. Otherwise they run
+            in parallel (:mod:`ase_rare.execution`) and are yielded as they
+            finish, in any order; the result is bitwise the same.
+        max_workers : int, optional
+            Processes of ``executor="processes"`` (default: number of cores).
+        client : distributed.Client, optional
+            Run the batches as tasks of this Dask client.
+        """
+        from ase_rare.execution import as_batch_executor
+
+        runner = as_batch_executor(executor, max_workers=max_workers, client=client)
+        if runner is not None:
+            yield from self._irun_parallel(runner)
+            return
         for b in range(self.n_batches):
             if b in self.batches:
                 continue
             t0 = time.perf_counter()
             self.batches[b] = self._run_batch(b)
             self.wall_time_s += time.perf_counter() - t0
-            if self.checkpoint is not None:
-                self.save_checkpoint()
-            done = len(self.batches)
-            for function, interval, args, kwargs in self.observers:
-                if done % interval == 0 or done == self.n_batches:
-                    function(*args, **kwargs)
+            self._batch_finished()
             yield self.batches[b]
 
-    def run(self) -> RateResult:
-        """Run every batch (resuming from the checkpoint) and return the result."""
-        for _ in self.irun():
+    def _irun_parallel(self, runner):
+        if self.branching is not None and self.branching.target == "running":
+            raise NotImplementedError(
+                "the 'running' branching target makes each batch depend on the "
+                "batches finished before it, so batches cannot run in parallel; "
+                "use target='root' or run without an executor"
+            )
+        if self.step_observers:
+            raise NotImplementedError(
+                "step observers need the live population, which is in another "
+                "process when batches run in parallel; detach them or run "
+                "without an executor"
+            )
+        todo = [b for b in range(self.n_batches) if b not in self.batches]
+        t0 = time.perf_counter()
+        for result, paths in runner.map_unordered(self, todo):
+            self.batches[result.index] = result
+            self._recorded.extend(paths)
+            self.wall_time_s += time.perf_counter() - t0
+            self._batch_finished()
+            yield result
+            t0 = time.perf_counter()
+
+    def _batch_finished(self) -> None:
+        if self.checkpoint is not None:
+            self.save_checkpoint()
+        done = len(self.batches)
+        for function, interval, args, kwargs in self.observers:
+            if done % interval == 0 or done == self.n_batches:
+                function(*args, **kwargs)
+
+    def run(
+        self, executor=None, *, max_workers: int | None = None, client=None
+    ) -> RateResult:
+        """Run every batch (resuming from the checkpoint) and return the result.
+
+        The arguments choose where the batches run, as for :meth:`irun`.
+        """
+        for _ in self.irun(executor, max_workers=max_workers, client=client):
             pass
         return self.result()
 
