@@ -429,6 +429,25 @@ class Ensemble:
         direction: str = "A->B",
     ):
         check_disjoint(A, B)
+        from ase_rare.sampling import KERNELS
+
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+        if min(n_candidates, drift_refresh, max_steps, max_population) < 1:
+            raise ValueError(
+                "n_candidates, drift_refresh, max_steps and max_population must be "
+                f">= 1; got {n_candidates}, {drift_refresh}, {max_steps}, "
+                f"{max_population}"
+            )
+        if direction not in ("A->B", "B->A"):
+            raise ValueError(f"direction must be 'A->B' or 'B->A'; got {direction!r}")
+        start = torch.as_tensor(np.asarray(atoms.positions), dtype=DTYPE).unsqueeze(0)
+        if not bool(A.contains(start)[0]):
+            raise ValueError(
+                f"the start configuration is not inside region A ({A!r}); pass the "
+                "configuration the flux run started from (for B -> A, swap the "
+                "regions and start in B)"
+            )
         if n_roots < 2 or roots_per_batch < 1:
             raise ValueError(
                 f"n_roots must be >= 2 and roots_per_batch >= 1; got {n_roots}, "

@@ -550,6 +550,36 @@ CASES = [
         ("n_roots must be >= 2", "got 1"),
     ),
     Case(
+        "Ensemble bad kernel",
+        lambda c: ensemble(c, kernel="metropolis"),
+        ValueError,
+        ("kernel must be one of", "metropolis"),
+    ),
+    Case(
+        "Ensemble max_population 0",
+        lambda c: ensemble(c, max_population=0),
+        ValueError,
+        ("max_population must be >= 1", "got"),
+    ),
+    Case(
+        "Ensemble direction misspelt",
+        lambda c: ensemble(c, direction="sideways"),
+        ValueError,
+        ("direction must be 'A->B' or 'B->A'", "sideways"),
+    ),
+    Case(
+        "Ensemble started outside A",
+        lambda c: Ensemble(
+            c.system.start_B,
+            c.importance,
+            c.system.A,
+            c.system.B,
+            **c.ensemble_kwargs,
+        ),
+        ValueError,
+        ("not inside region A", "swap the regions"),
+    ),
+    Case(
         "Ensemble timestep above stability bound",
         lambda c: ensemble(c, timestep=2.0 * units.fs),
         ValueError,
