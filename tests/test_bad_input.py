@@ -20,6 +20,7 @@ import pytest
 import torch
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+from setups import HOT_2D_DT, HOT_2D_K, hot_2d_inputs
 
 from ase_rare import (
     AtomCoordinates,
@@ -36,41 +37,18 @@ from ase_rare import (
     load_importance,
 )
 from ase_rare.cli import main
-from ase_rare.estimate import measure_flux
-from ase_rare.importance import GridImportance
 from ase_rare.importance.base import FORMAT_VERSION, ImportanceFunction
 from ase_rare.kernels import LangevinParameters
-from ase_rare.systems import two_channel_system
-from ase_rare.theory import solve_grid_tpt
 
 torch.set_num_threads(1)
 
-T_K = 2500.0
-DT = 0.02 * units.fs
+T_K, DT = HOT_2D_K, HOT_2D_DT
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory) -> SimpleNamespace:
     """Small, valid objects that each case spoils in one way."""
-    system = two_channel_system()
-    grid = solve_grid_tpt(
-        system.start_A.calc,
-        system.A,
-        system.B,
-        temperature_K=3000.0,
-        box=(-2.2, 2.2, -2.2, 2.2),
-        spacing=0.1,
-    )
-    flux = measure_flux(
-        system.start_A,
-        system.A,
-        system.B,
-        timestep=DT,
-        temperature_K=T_K,
-        n_exit_points=8,
-        n_walkers=16,
-        seed=3,
-    )
+    system, importance, flux = hot_2d_inputs(n_exit_points=8, n_walkers=16, spacing=0.1)
     folder = tmp_path_factory.mktemp("bad_input")
 
     # A finished run's checkpoint, to be loaded by a run with other settings.
@@ -84,7 +62,6 @@ def ctx(tmp_path_factory) -> SimpleNamespace:
         max_steps=50,
         seed=1,
     )
-    importance = GridImportance.from_grid_tpt(grid)
     Ensemble(
         system.start_A,
         importance,

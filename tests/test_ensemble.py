@@ -5,44 +5,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from ase import units
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from setups import HOT_2D_DT, HOT_2D_K, hot_2d_inputs
 
 from ase_rare.ensemble import Branching, Ensemble, branch
 from ase_rare.estimate import measure_flux
-from ase_rare.importance import GridImportance
-from ase_rare.systems import two_channel_system
-from ase_rare.theory import solve_grid_tpt
 
 torch.set_num_threads(1)
 
-T_K = 2500.0
-DT = 0.02 * units.fs
+T_K, DT = HOT_2D_K, HOT_2D_DT
 
 
 @pytest.fixture(scope="module")
 def setup():
-    system = two_channel_system()
-    grid = solve_grid_tpt(
-        system.start_A.calc,
-        system.A,
-        system.B,
-        temperature_K=3000.0,  # deliberately not T_K: an imperfect importance
-        box=(-2.2, 2.2, -2.2, 2.2),
-        spacing=0.04,
-    )
-    flux = measure_flux(
-        system.start_A,
-        system.A,
-        system.B,
-        timestep=DT,
-        temperature_K=T_K,
-        n_exit_points=64,
-        n_walkers=64,
-        seed=3,
-    )
-    return system, GridImportance.from_grid_tpt(grid), flux
+    return hot_2d_inputs()
 
 
 def make(setup, **kwargs):

@@ -9,44 +9,20 @@ import time
 import numpy as np
 import pytest
 import torch
-from ase import units
+from setups import HOT_2D_DT, HOT_2D_K, hot_2d_inputs
 
 from ase_rare.ensemble import Branching, Ensemble
-from ase_rare.estimate import measure_flux
 from ase_rare.execution import ProcessPool, as_batch_executor
-from ase_rare.importance import GridImportance
-from ase_rare.systems import two_channel_system
-from ase_rare.theory import solve_grid_tpt
 
 torch.set_num_threads(1)
 
-T_K = 2500.0
-DT = 0.02 * units.fs
+T_K, DT = HOT_2D_K, HOT_2D_DT
 NO_CLOCK = {"wall_time_s": 0}
 
 
 @pytest.fixture(scope="module")
 def setup():
-    system = two_channel_system()
-    grid = solve_grid_tpt(
-        system.start_A.calc,
-        system.A,
-        system.B,
-        temperature_K=3000.0,
-        box=(-2.2, 2.2, -2.2, 2.2),
-        spacing=0.04,
-    )
-    flux = measure_flux(
-        system.start_A,
-        system.A,
-        system.B,
-        timestep=DT,
-        temperature_K=T_K,
-        n_exit_points=64,
-        n_walkers=64,
-        seed=3,
-    )
-    return system, GridImportance.from_grid_tpt(grid), flux
+    return hot_2d_inputs()
 
 
 def make(setup, **kwargs) -> Ensemble:

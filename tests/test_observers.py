@@ -8,46 +8,22 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
-from ase import units
 from ase.io import Trajectory, read
+from setups import HOT_2D_DT, HOT_2D_K, hot_2d_inputs
 
 from ase_rare.ensemble import Branching, Ensemble
-from ase_rare.estimate import measure_flux
-from ase_rare.importance import GridImportance
 from ase_rare.observers import Checkpointer, PathWriter, ProgressBar, StatisticsLogger
-from ase_rare.systems import two_channel_system
-from ase_rare.theory import solve_grid_tpt
 
 torch.set_num_threads(1)
 
-T_K = 2500.0
-DT = 0.02 * units.fs
+T_K, DT = HOT_2D_K, HOT_2D_DT
 N_ROOTS, ROOTS_PER_BATCH = 32, 8
 NO_WALL_TIME = {"wall_time_s": 0.0}
 
 
 @pytest.fixture(scope="module")
 def setup():
-    system = two_channel_system()
-    grid = solve_grid_tpt(
-        system.start_A.calc,
-        system.A,
-        system.B,
-        temperature_K=3000.0,  # not T_K: an imperfect importance, more branching
-        box=(-2.2, 2.2, -2.2, 2.2),
-        spacing=0.04,
-    )
-    flux = measure_flux(
-        system.start_A,
-        system.A,
-        system.B,
-        timestep=DT,
-        temperature_K=T_K,
-        n_exit_points=N_ROOTS,
-        n_walkers=32,
-        seed=3,
-    )
-    return system, GridImportance.from_grid_tpt(grid), flux
+    return hot_2d_inputs(n_exit_points=N_ROOTS, n_walkers=32)
 
 
 def make(setup, **kwargs) -> Ensemble:
