@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from ase_rare.kernels import (
 from ase_rare.potentials.adapter import as_batched
 from ase_rare.potentials.base import DTYPE
 from ase_rare.regions import Region, check_disjoint, check_not_both
-from ase_rare.results import from_json_safe, json_safe
+from ase_rare.results import JSONResult, json_safe
 
 
 def ratio_with_error(events: np.ndarray, times: np.ndarray) -> tuple[float, float]:
@@ -47,7 +46,7 @@ def ratio_with_error(events: np.ndarray, times: np.ndarray) -> tuple[float, floa
 
 
 @dataclass
-class BruteForceResult:
+class BruteForceResult(JSONResult):
     """Rates and fluxes measured by unbiased dynamics.
 
     Every time is in fs and every rate in fs⁻¹. Errors are standard errors over
@@ -102,22 +101,6 @@ class BruteForceResult:
         d.pop("exit_points")
         return json_safe(d)
 
-    def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w") as fh:
-                fh.write(text + "\n")
-        return text
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BruteForceResult:
-        return from_json_safe(cls, d)
-
-    @classmethod
-    def from_json(cls, path) -> BruteForceResult:
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
-
     def summary(self) -> str:
         rows = [
             ("temperature", f"{self.temperature_K:g} K"),
@@ -150,8 +133,7 @@ class BruteForceResult:
         for name, frac in self.channel_fractions.items():
             rows.append((f"channel {name}", f"{100 * frac:.1f} %"))
         rows.append(("wall time", f"{self.wall_time_s:.1f} s"))
-        width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return self.table(rows)
 
 
 class _ExitReservoir:

@@ -38,8 +38,38 @@ def from_json_safe(cls, d: dict):
     return cls(**{k: restore(k, v) for k, v in d.items()})
 
 
+class JSONResult:
+    """JSON round trip and a text table for the result dataclasses."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (NaN written as None)."""
+        return json_safe(asdict(self))
+
+    def to_json(self, path=None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return from_json_safe(cls, d)
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as fh:
+            return cls.from_dict(json.load(fh))
+
+    @staticmethod
+    def table(rows: list[tuple[str, str]]) -> str:
+        """Two aligned columns: name, value with its unit."""
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
 @dataclass
-class RateResult:
+class RateResult(JSONResult):
     """Rate r = J · P of a transition, reweighted and naive, with errors.
 
     Rates and fluxes are in fs⁻¹, times in fs; errors are standard errors over
@@ -84,26 +114,6 @@ class RateResult:
     @property
     def relative_se(self) -> float:
         return self.rate_se_per_fs / self.rate_per_fs if self.rate_per_fs else math.nan
-
-    def to_dict(self) -> dict:
-        """JSON-ready dictionary (NaN written as None)."""
-        return json_safe(asdict(self))
-
-    def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w") as fh:
-                fh.write(text + "\n")
-        return text
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RateResult:
-        return from_json_safe(cls, d)
-
-    @classmethod
-    def from_json(cls, path) -> RateResult:
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
 
     def summary(self) -> str:
         per_s = units.s / units.fs
@@ -153,8 +163,7 @@ class RateResult:
             ),
             ("wall time", f"{self.wall_time_s:.1f} s"),
         ]
-        width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return self.table(rows)
 
 
 def channel_fractions_by_root(
