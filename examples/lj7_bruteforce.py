@@ -34,12 +34,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument(
+        "--modes", action="store_true", help="classify transitions into M1-M4"
+    )
+    p.add_argument(
         "--out",
         default=str(HERE.parent / "data" / "references" / "lj7_bruteforce_600K.json"),
     )
     args = p.parse_args()
 
-    system = lj7_system()
+    system = lj7_system(modes=args.modes)
     runs = []
     for dt in args.timesteps:
         engine = BruteForce(
@@ -51,6 +54,7 @@ def main() -> None:
             n_walkers=args.walkers,
             seed=args.seed,
             compile=not args.no_compile,
+            channels=system.channels,
         )
         engine.run(int(round(args.equilibrate_fs / dt)))
         engine.reset_statistics()
@@ -65,6 +69,7 @@ def main() -> None:
         "friction_eV_fs_per_A2": 1.0,
         "equilibration_fs": args.equilibrate_fs,
         "published_bruteforce_rate_per_fs": 4.41e-4,
+        "htst_mode_fractions": {"M1": 0.318, "M2": 0.318, "M3": 0.182, "M4": 0.182},
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
