@@ -734,6 +734,24 @@ class Ensemble:
             recorder = _PathRecorder(self._recording, b, lo, x, log_i0, names)
         watch = bool(self.step_observers)
 
+        # An exit point can lie in B already (A and B one step apart): a success
+        # with weight 1 before any step.
+        _, start_in_b = sampler._regions(x)
+        if bool(start_in_b.any()):
+            S[start_in_b] += 1.0
+            n_start = int(start_in_b.sum())
+            sum_w += n_start
+            sum_w2 += n_start
+            n_succ += n_start
+            if recorder:
+                recorder.finish(0, x, log_w, root, start_in_b, start_in_b, None)
+            keep_index = torch.nonzero(~start_in_b).squeeze(-1)
+            if recorder:
+                recorder.follow(keep_index, len(x))
+            x, log_w, root = x[keep_index], log_w[keep_index], root[keep_index]
+            if tracker is not None:
+                tracker.take(keep_index)
+
         step = 0
         for step in range(self.max_steps):
             if x.shape[0] == 0:

@@ -243,8 +243,12 @@ class PathSampler:
         self._evaluations += w
         tracker = self.channels.tracker(x) if self.channels is not None else None
 
-        idx = torch.arange(w, device=dev)  # walkers still running
-        xa = x.clone()
+        # An exit point can lie in B already (A and B one step apart): a success
+        # with weight 1 before any step.
+        _, start_in_b = self._regions(x)
+        status[start_in_b] = REACHED_B
+        idx = torch.nonzero(~start_in_b).squeeze(-1)  # walkers still running
+        xa = x[idx].clone()
         drift = None
         for step in range(self.max_steps):
             if idx.numel() == 0:

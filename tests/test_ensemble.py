@@ -1,5 +1,6 @@
 """The branching ensemble: split/roulette, per-root books, checkpoints."""
 
+import copy
 import math
 
 import numpy as np
@@ -11,6 +12,8 @@ from setups import HOT_2D_DT, HOT_2D_K, hot_2d_inputs
 
 from ase_rare.ensemble import Branching, Ensemble, branch
 from ase_rare.estimate import measure_flux
+from ase_rare.kernels import LangevinParameters
+from ase_rare.sampling import REACHED_B, PathSampler
 
 torch.set_num_threads(1)
 
@@ -171,3 +174,26 @@ def test_branching_estimate_agrees_with_plain_paths(setup):
     brw = make(setup, branching=Branching(), **kw).run()
     diff = abs(plain.rate_per_fs - brw.rate_per_fs)
     assert diff < 4 * math.hypot(plain.rate_se_per_fs, brw.rate_se_per_fs)
+
+
+def test_root_already_in_B_is_an_immediate_success(setup):
+    """An exit point inside B counts with weight 1, in both estimators."""
+    system, importance, flux = setup
+    flux = copy.deepcopy(flux)
+    flux.exit_points[0] = system.start_B.positions
+    for rule in (None, Branching()):
+        e = make(setup, flux=flux, branching=rule)
+        batch = e._run_batch(0)
+        assert batch.contribution[0] == 1.0
+    sampler = PathSampler(
+        system.start_A.calc,
+        importance,
+        system.A,
+        system.B,
+        params=LangevinParameters(0.02, T_K, 1.0),
+        planar=True,
+        seed=1,
+    )
+    paths = sampler.run(torch.as_tensor(flux.exit_points[:4]))
+    assert paths.status[0] == REACHED_B and paths.log_weight[0] == 0.0
+    assert paths.steps[0] == 0
