@@ -40,6 +40,7 @@ from ase import Atoms, units
 
 from ase_rare.bruteforce import BruteForceResult
 from ase_rare.channels import ChannelClassifier
+from ase_rare.estimate import check_flux_matches
 from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import LangevinParameters, check_stability
 from ase_rare.potentials.adapter import as_batched
@@ -465,6 +466,7 @@ class Ensemble:
         x0 = torch.as_tensor(np.asarray(atoms.positions), dtype=DTYPE)
         self.potential.check_positions(x0.unsqueeze(0))
         check_stability(self.potential, x0, self.params, self.planar)
+        check_flux_matches(flux, timestep / units.fs, temperature_K, friction)
         self.importance = importance
         self.A, self.B = A, B
         self.flux = flux

@@ -58,6 +58,26 @@ def measure_flux(
     return engine.result()
 
 
+def check_flux_matches(
+    flux: BruteForceResult, timestep_fs: float, temperature_K: float, friction: float
+) -> None:
+    """Refuse a flux run made at another time step, temperature or friction.
+
+    J_A and the exit points depend on all three, so a flux run can only be
+    combined with paths run at the same values.
+    """
+    for name, have, want, unit in (
+        ("timestep", flux.timestep_fs, timestep_fs, "fs"),
+        ("temperature", flux.temperature_K, temperature_K, "K"),
+        ("friction", flux.friction_eV_fs_per_A2, friction, "eV·fs/Å²"),
+    ):
+        if not math.isclose(have, want, rel_tol=1e-9):
+            raise ValueError(
+                f"the flux run was made at {name} {have:g} {unit}, but the paths "
+                f"run at {want:g} {unit}; measure the flux at the same {name}"
+            )
+
+
 def estimate_rate(
     start: Atoms,
     importance: ImportanceFunction,
@@ -107,6 +127,12 @@ def estimate_rate(
     channels : ChannelClassifier, optional
     """
     t0 = time.perf_counter()
+    from ase_rare.sampling import KERNELS
+
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    if flux is not None:
+        check_flux_matches(flux, timestep / units.fs, temperature_K, friction)
     if flux is None:
         flux = measure_flux(
             start,

@@ -630,3 +630,23 @@ def test_step_cap_is_reported_by_ensemble(ctx):
     result = ensemble(ctx, max_steps=3).run()
     assert result.n_step_capped > 0
     assert result.n_successes == 0
+
+
+def test_flux_from_another_temperature_is_refused(ctx):
+    """J_A and the exit points belong to one (Δt, T, γ): mixing is an error."""
+    s = ctx.system
+    with pytest.raises(ValueError, match="flux run was made at temperature"):
+        estimate_rate(
+            s.start_A,
+            ctx.importance,
+            s.A,
+            s.B,
+            timestep=DT,
+            temperature_K=T_K + 100,
+            n_roots=4,
+            flux=ctx.flux,
+        )
+    options = dict(ctx.ensemble_kwargs)
+    options["timestep"] = DT / 2
+    with pytest.raises(ValueError, match="flux run was made at timestep"):
+        Ensemble(s.start_A, ctx.importance, s.A, s.B, **options)
