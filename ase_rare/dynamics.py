@@ -12,6 +12,7 @@ from ase.md.md import MolecularDynamics
 from ase_rare.kernels import (
     LangevinParameters,
     candidate_step,
+    check_path_options,
     dof_mask,
     overdamped_step,
     tilted_step,
@@ -203,13 +204,9 @@ class ImportanceLangevin(OverdampedLangevin):
     ):
         from ase_rare.regions import check_disjoint
 
-        if kernel not in ("tilt", "candidates"):
-            raise ValueError(f"kernel must be 'tilt' or 'candidates'; got {kernel!r}")
-        if n_candidates < 1 or drift_refresh < 1:
-            raise ValueError(
-                "n_candidates and drift_refresh must be >= 1; got "
-                f"{n_candidates}, {drift_refresh}"
-            )
+        check_path_options(
+            kernel, n_candidates=n_candidates, drift_refresh=drift_refresh
+        )
         check_disjoint(A, B)
         self.importance = importance
         self.A, self.B = A, B

@@ -42,7 +42,11 @@ from ase_rare.bruteforce import BruteForceResult
 from ase_rare.channels import ChannelClassifier
 from ase_rare.estimate import check_flux_matches
 from ase_rare.importance.base import ImportanceFunction
-from ase_rare.kernels import LangevinParameters, check_stability
+from ase_rare.kernels import (
+    LangevinParameters,
+    check_path_options,
+    check_stability,
+)
 from ase_rare.potentials.adapter import as_batched
 from ase_rare.potentials.base import DTYPE
 from ase_rare.regions import Region, check_disjoint
@@ -430,16 +434,13 @@ class Ensemble:
         direction: str = "A->B",
     ):
         check_disjoint(A, B)
-        from ase_rare.sampling import KERNELS
-
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
-        if min(n_candidates, drift_refresh, max_steps, max_population) < 1:
-            raise ValueError(
-                "n_candidates, drift_refresh, max_steps and max_population must be "
-                f">= 1; got {n_candidates}, {drift_refresh}, {max_steps}, "
-                f"{max_population}"
-            )
+        check_path_options(
+            kernel,
+            n_candidates=n_candidates,
+            drift_refresh=drift_refresh,
+            max_steps=max_steps,
+            max_population=max_population,
+        )
         if direction not in ("A->B", "B->A"):
             raise ValueError(f"direction must be 'A->B' or 'B->A'; got {direction!r}")
         start = torch.as_tensor(np.asarray(atoms.positions), dtype=DTYPE).unsqueeze(0)

@@ -12,6 +12,7 @@ from ase import Atoms, units
 from ase_rare.bruteforce import BruteForce, BruteForceResult
 from ase_rare.channels import ChannelClassifier
 from ase_rare.importance.base import ImportanceFunction
+from ase_rare.kernels import check_path_options
 from ase_rare.regions import Region
 from ase_rare.results import RateResult, weighted_channel_fractions
 from ase_rare.sampling import STEP_CAP, PathResults, PathSampler
@@ -127,10 +128,12 @@ def estimate_rate(
     channels : ChannelClassifier, optional
     """
     t0 = time.perf_counter()
-    from ase_rare.sampling import KERNELS
-
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    check_path_options(
+        kernel,
+        n_candidates=n_candidates,
+        drift_refresh=drift_refresh,
+        max_steps=max_steps,
+    )
     if flux is not None:
         check_flux_matches(flux, timestep / units.fs, temperature_K, friction)
     if flux is None:

@@ -68,6 +68,24 @@ class LangevinParameters:
         return math.sqrt(2.0 * self.kT * self.mobility_step)
 
 
+#: The biased kernels: drift tilt and candidate resampling.
+KERNELS = ("tilt", "candidates")
+
+
+def check_path_options(kernel: str, **counts: int) -> None:
+    """Refuse an unknown biased kernel or a count below 1, naming them."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    if min(counts.values()) < 1:
+        names = list(counts)
+        joined = (
+            ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        )
+        raise ValueError(
+            f"{joined} must be >= 1; got {', '.join(str(v) for v in counts.values())}"
+        )
+
+
 def overdamped_step(
     positions: torch.Tensor,
     forces: torch.Tensor,

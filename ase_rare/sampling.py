@@ -14,6 +14,7 @@ from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import (
     LangevinParameters,
     candidate_step,
+    check_path_options,
     draw_noise,
     free_coordinates,
     tilted_step,
@@ -22,8 +23,6 @@ from ase_rare.regions import Region, check_not_both
 
 #: Status codes of a finished path.
 RUNNING, REACHED_B, RETURNED_TO_A, STEP_CAP = 0, 1, 2, 3
-
-KERNELS = ("tilt", "candidates")
 
 
 @dataclass
@@ -99,13 +98,12 @@ class PathSampler:
         seed: int = 0,
         device: str = "cpu",
     ):
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
-        if n_candidates < 1 or drift_refresh < 1 or max_steps < 1:
-            raise ValueError(
-                "n_candidates, drift_refresh and max_steps must be >= 1; got "
-                f"{n_candidates}, {drift_refresh}, {max_steps}"
-            )
+        check_path_options(
+            kernel,
+            n_candidates=n_candidates,
+            drift_refresh=drift_refresh,
+            max_steps=max_steps,
+        )
         self.potential = potential
         self.importance = importance
         self.A, self.B = A, B

@@ -455,7 +455,7 @@ CASES = [
         "bad kernel, ImportanceLangevin",
         lambda c: importance_langevin(c, kernel="metropolis"),
         ValueError,
-        ("kernel must be 'tilt' or 'candidates'", "'metropolis'"),
+        ("kernel must be one of ('tilt', 'candidates')", "'metropolis'"),
     ),
     Case(
         "n_candidates 0, ImportanceLangevin",
