@@ -473,3 +473,43 @@ def brute_force_rate(atoms, A, B, **kwargs) -> BruteForceResult:
     run_keys = ("steps", "transitions", "max_steps", "check_interval")
     run_kwargs = {k: kwargs.pop(k) for k in run_keys if k in kwargs}
     return BruteForce(atoms, A, B, **kwargs).run(**run_kwargs)
+
+
+def shoot(
+    potential,
+    A: Region,
+    B: Region,
+    starts: torch.Tensor,
+    params: LangevinParameters,
+    generator: torch.Generator,
+    max_steps: int,
+    *,
+    planar: bool | None = None,
+) -> torch.Tensor:
+    """Run unbiased walkers from ``starts`` ``(W, N, 3)`` until each enters A or B.
+
+    Returns a boolean ``(W,)`` tensor, True where B was reached first: its mean is
+    a brute-force estimate of the committor of the starting configurations (of
+    the discrete chain at ``params.timestep_fs``), with binomial error. Raises
+    RuntimeError if any walker is undecided after ``max_steps``.
+    """
+    if planar is None:
+        planar = bool(getattr(potential, "planar", False))
+    x = starts.clone()
+    reached_b = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(max_steps):
+        idx = alive.nonzero().squeeze(1)
+        if len(idx) == 0:
+            return reached_b
+        xa = x[idx]
+        _, forces = potential.batch_energy_forces(xa)
+        xa = overdamped_step(xa, forces, draw_noise(xa, planar, generator), params)
+        x[idx] = xa
+        in_a, in_b = A.contains(xa), B.contains(xa)
+        reached_b[idx[in_b]] = True
+        alive[idx[in_a | in_b]] = False
+    raise RuntimeError(
+        f"{int(alive.sum())} walkers are undecided after {max_steps} steps; raise "
+        "max_steps"
+    )

@@ -29,15 +29,14 @@ import numpy as np
 import torch
 
 from ase_rare import RuggedPotential, TwoChannelPotential
+from ase_rare.bruteforce import shoot
 from ase_rare.kernels import (
     KB_EV_PER_K,
     LangevinParameters,
     check_stability,
-    draw_noise,
     free_coordinates,
     hessian,
     largest_curvature,
-    overdamped_step,
 )
 from ase_rare.structures import refine_stationary_point
 from ase_rare.systems import rugged_system
@@ -105,29 +104,6 @@ def side_well(pot: RuggedPotential) -> tuple[float, float]:
         )
         found.append(float(x[1, 0] - pot.couplings[0] * x[0, 0]))
     return found[0], found[1]
-
-
-def shoot(pot, A, B, start, params, generator, max_steps) -> torch.Tensor:
-    """Step every walker of ``start`` ``(W, 7, 3)`` until it enters A or B.
-
-    Returns a boolean ``(W,)`` tensor, True where B was reached first.
-    """
-    x = start.clone()
-    reached_b = torch.zeros(len(x), dtype=torch.bool)
-    alive = torch.ones(len(x), dtype=torch.bool)
-    for _ in range(max_steps):
-        idx = alive.nonzero().squeeze(1)
-        if len(idx) == 0:
-            return reached_b
-        xa = x[idx]
-        _, forces = pot.batch_energy_forces(xa)
-        xa = overdamped_step(xa, forces, draw_noise(xa, True, generator), params)
-        x[idx] = xa
-
-        in_a, in_b = A.contains(xa), B.contains(xa)
-        reached_b[idx[in_b]] = True
-        alive[idx[in_a | in_b]] = False
-    raise RuntimeError(f"{int(alive.sum())} walkers undecided after {max_steps} steps")
 
 
 def main() -> None:

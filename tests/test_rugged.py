@@ -13,15 +13,14 @@ import pytest
 import torch
 
 from ase_rare import RuggedPotential, TwoChannelPotential
+from ase_rare.bruteforce import shoot
 from ase_rare.kernels import (
     KB_EV_PER_K,
     LangevinParameters,
     check_stability,
-    draw_noise,
     free_coordinates,
     hessian,
     largest_curvature,
-    overdamped_step,
 )
 from ase_rare.structures import refine_stationary_point
 from ase_rare.systems import rugged_system
@@ -273,30 +272,6 @@ def test_time_step_bound(pot, refined):
 # --------------------------------------------------------------------------
 # (iii) Coupling: the committor is not a function of (x1, x2)
 # --------------------------------------------------------------------------
-
-
-def shoot(pot, A, B, start, params, generator, max_steps):
-    """Run every walker of ``start`` ``(W, 7, 3)`` until it enters A or B.
-
-    Returns a boolean ``(W,)`` tensor, True where B was reached first; raises if
-    any walker is still undecided after ``max_steps``.
-    """
-    x = start.clone()
-    reached_b = torch.zeros(len(x), dtype=torch.bool)
-    alive = torch.ones(len(x), dtype=torch.bool)
-    for _ in range(max_steps):
-        idx = alive.nonzero().squeeze(1)
-        if len(idx) == 0:
-            return reached_b
-        xa = x[idx]
-        _, forces = pot.batch_energy_forces(xa)
-        xa = overdamped_step(xa, forces, draw_noise(xa, True, generator), params)
-        x[idx] = xa
-
-        in_a, in_b = A.contains(xa), B.contains(xa)
-        reached_b[idx[in_b]] = True
-        alive[idx[in_a | in_b]] = False
-    raise RuntimeError(f"{int(alive.sum())} walkers undecided after {max_steps}")
 
 
 def estimate(hits: torch.Tensor) -> tuple[float, float]:
