@@ -12,6 +12,7 @@ import torch
 from ase import Atoms, units
 
 from ase_rare.channels import ChannelClassifier
+from ase_rare.constraints import free_coordinates_of, free_mask_tensor
 from ase_rare.kernels import (
     LangevinParameters,
     check_stability,
@@ -272,6 +273,13 @@ class BruteForce:
             else None
         )
 
+        # Frozen coordinates get neither force nor noise.
+        self._free = None
+        if starts[0].constraints:
+            self._free = free_mask_tensor(
+                free_coordinates_of(starts[0], self.planar), device=self.device
+            )
+
         idx = torch.arange(n_walkers) % len(starts)
         self.start = x0[idx].to(self.device)
         self.x = self.start.clone()
@@ -336,6 +344,8 @@ class BruteForce:
     def _move(self, x: torch.Tensor, noise: torch.Tensor):
         """Forces, the kernel and the region tests: the arithmetic of a step."""
         energy, forces = self.potential.batch_energy_forces(x)
+        if self._free is not None:
+            forces = forces * self._free
         new = overdamped_step(x, forces, noise, self.params)
         in_a, in_b = self._regions(new)
         return new, in_a, in_b, energy
@@ -344,6 +354,8 @@ class BruteForce:
         """Advance every walker by one step."""
         x = self.x
         noise = draw_noise(x, self.planar, self.generator)
+        if self._free is not None:
+            noise = noise * self._free
         new, in_a, in_b, energy = self._advance(x, noise)
         check_not_both(in_a, in_b)
 

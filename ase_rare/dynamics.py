@@ -9,6 +9,7 @@ import torch
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 
+from ase_rare.constraints import free_coordinates_of
 from ase_rare.kernels import (
     LangevinParameters,
     candidate_step,
@@ -102,6 +103,10 @@ class OverdampedLangevin(MolecularDynamics):
         )
         self.rng = make_rng(rng)
         self.mask = dof_mask(len(atoms), self.planar)
+        if atoms.constraints:
+            # Fixed atoms get no noise (nor drift, for the biased dynamics).
+            free = free_coordinates_of(atoms, self.planar)
+            self.mask = self.mask * torch.as_tensor(free, dtype=self.mask.dtype)
         self.stability_bound_fs = None
         x0 = torch.as_tensor(atoms.get_positions(), dtype=DTYPE)
         potential = as_batched(atoms.calc, atoms)

@@ -40,6 +40,7 @@ from ase import Atoms, units
 
 from ase_rare.bruteforce import BruteForceResult
 from ase_rare.channels import ChannelClassifier
+from ase_rare.constraints import free_coordinates_of
 from ase_rare.estimate import check_flux_matches
 from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import (
@@ -143,7 +144,9 @@ def branch(
     dlogw = torch.where(split, -torch.log(m.to(ratio.dtype)), dlogw)
 
     low = ratio < rule.c_lo
-    u = torch.rand(ratio.shape, generator=generator, dtype=ratio.dtype)
+    u = torch.rand(
+        ratio.shape, generator=generator, dtype=ratio.dtype, device=ratio.device
+    )
     survive = u < ratio
     copies = torch.where(low & ~survive, 0, copies)
     dlogw = torch.where(low & survive, -log_v_ratio, dlogw)
@@ -464,6 +467,10 @@ class Ensemble:
         self.params = LangevinParameters(timestep / units.fs, temperature_K, friction)
         self.potential = as_batched(atoms.calc, atoms)
         self.planar = bool(getattr(self.potential, "planar", False))
+        # Fixed atoms (ASE constraints) get no force, noise or drift.
+        self.free_coordinates = (
+            free_coordinates_of(atoms, self.planar) if atoms.constraints else None
+        )
         x0 = torch.as_tensor(np.asarray(atoms.positions), dtype=DTYPE)
         self.potential.check_positions(x0.unsqueeze(0))
         check_stability(self.potential, x0, self.params, self.planar)
@@ -708,13 +715,17 @@ class Ensemble:
             max_steps=self.max_steps,
             seed=self.batch_seed(b),
             device=self.device,
+            free_coordinates=self.free_coordinates,
         )
         gen = sampler.generator
         free = sampler.free_mask(roots.shape[1])
         c = max(self.n_channels, 1)
-        S = torch.zeros(r, dtype=torch.float64)
-        S_c = torch.zeros((r, c), dtype=torch.float64)
-        successes_c = torch.zeros(c, dtype=torch.long)
+        # Every per-walker tensor lives on the sampler's device; results come
+        # to the host once, at the end of the batch.
+        dev = roots.device
+        S = torch.zeros(r, dtype=torch.float64, device=dev)
+        S_c = torch.zeros((r, c), dtype=torch.float64, device=dev)
+        successes_c = torch.zeros(c, dtype=torch.long, device=dev)
         sum_w = sum_w2 = 0.0
         n_succ = n_fail = 0
         n_splits = n_killed = 0
@@ -726,8 +737,8 @@ class Ensemble:
         log_target = self._target(log_i0)
 
         x = roots
-        log_w = torch.zeros(r, dtype=torch.float64)
-        root = torch.arange(r)
+        log_w = torch.zeros(r, dtype=torch.float64, device=dev)
+        root = torch.arange(r, device=dev)
         drift = None
         tracker = self.channels.tracker(x) if self.channels is not None else None
         rule = self.branching
@@ -834,10 +845,10 @@ class Ensemble:
         self._population = _Population(b, lo, steps_done, x, log_w, root)
         return BatchResult(
             index=b,
-            contribution=S.numpy(),
-            channel_contribution=S_c[:, : self.n_channels].numpy(),
-            channel_successes=successes_c[: self.n_channels].numpy(),
-            log_importance_start=log_i0.numpy(),
+            contribution=S.cpu().numpy(),
+            channel_contribution=S_c[:, : self.n_channels].cpu().numpy(),
+            channel_successes=successes_c[: self.n_channels].cpu().numpy(),
+            log_importance_start=log_i0.cpu().numpy(),
             sum_w=sum_w,
             sum_w2=sum_w2,
             n_successes=n_succ,
@@ -916,6 +927,8 @@ class Ensemble:
             importance_evaluations=sum(p.importance_evaluations for p in parts),
             wall_time_s=self.wall_time_s,
             seed=self.seed,
+            root_contributions=s.tolist(),
+            root_log_importance=log_i0.tolist(),
         )
 
     # -- checkpoints ---------------------------------------------------------
@@ -926,6 +939,8 @@ class Ensemble:
         h.update(self.roots.numpy().tobytes())
         for t in self.importance.state_dict().values():
             h.update(t.detach().cpu().numpy().tobytes())
+        if self.free_coordinates is not None:
+            h.update(self.free_coordinates.tobytes())
         h.update(
             json.dumps(
                 [

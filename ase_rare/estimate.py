@@ -11,6 +11,7 @@ from ase import Atoms, units
 
 from ase_rare.bruteforce import BruteForce, BruteForceResult
 from ase_rare.channels import ChannelClassifier
+from ase_rare.constraints import free_coordinates_of
 from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import check_path_options
 from ase_rare.regions import Region
@@ -31,6 +32,8 @@ def measure_flux(
     equilibrate_fs: float = 5.0,
     seed: int = 0,
     compile: bool = False,
+    device: str = "cpu",
+    progress: bool = False,
 ) -> BruteForceResult:
     """Unbiased run in A: the flux J_A and a uniform sample of exit points.
 
@@ -38,6 +41,9 @@ def measure_flux(
     sample is spread over many independent excursions) after an equilibration
     period whose statistics are discarded. Walkers that reach B are put back in
     A. The result's ``exit_points`` holds ``n_exit_points`` exit points.
+
+    ``device`` is the torch device of the walkers; ``progress`` draws a tqdm
+    bar of the exits counted (on standard error). Neither changes the result.
     """
     engine = BruteForce(
         start,
@@ -50,12 +56,26 @@ def measure_flux(
         seed=seed,
         max_exit_points=n_exit_points,
         compile=compile,
+        device=device,
     )
     dt_fs = timestep / units.fs
     engine.run(max(1, int(round(equilibrate_fs / dt_fs))))
     engine.reset_statistics()
-    while int(engine.n_exit.sum()) < 10 * n_exit_points:
+    wanted = 10 * n_exit_points
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=wanted, unit="exit", desc="flux run in A", file=sys.stderr)
+    while (seen := int(engine.n_exit.sum())) < wanted:
+        if bar is not None:
+            bar.update(min(seen, wanted) - bar.n)
         engine.run(200, check_interval=200)
+    if bar is not None:
+        bar.update(wanted - bar.n)
+        bar.close()
     return engine.result()
 
 
@@ -173,6 +193,11 @@ def estimate_rate(
         max_steps=max_steps,
         channels=channels,
         seed=seed + 7,
+        free_coordinates=(
+            free_coordinates_of(start, bool(getattr(potential, "planar", False)))
+            if start.constraints
+            else None
+        ),
     )
     paths = sampler.run(roots, batch_size=batch_size)
     return combine(
@@ -256,4 +281,6 @@ def combine(
         importance_evaluations=paths.importance_evaluations,
         wall_time_s=wall_time_s,
         seed=seed,
+        root_contributions=s.tolist(),
+        root_log_importance=paths.log_importance_start.tolist(),
     )

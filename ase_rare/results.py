@@ -81,6 +81,14 @@ class RateResult(JSONResult):
     estimate treats the importance function as the committor: P ≈ mean I(x₀)
     and channel fractions are unweighted counts of successes. It is reported so
     that the value of reweighting is visible.
+
+    Per-root data, for diagnostics such as the weight distribution:
+    ``root_contributions`` holds S_r, the summed final weight of root r's
+    successful descendants (0 for a root without success; P_AB is their mean),
+    and ``root_log_importance`` ln I(x₀) of each root. Both are empty in results
+    written before they existed. ``info`` holds what the command line records
+    about the run (system, configuration, importance-function file, reference
+    rates); the library leaves it empty.
     """
 
     direction: str
@@ -110,6 +118,9 @@ class RateResult(JSONResult):
     importance_evaluations: int = 0
     wall_time_s: float = 0.0
     seed: int | None = None
+    root_contributions: list[float] = field(default_factory=list)
+    root_log_importance: list[float] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
     @property
     def relative_se(self) -> float:

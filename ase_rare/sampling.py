@@ -79,6 +79,11 @@ class PathSampler:
     channels : ChannelClassifier, optional
     seed : int
     device : str
+    free_coordinates : boolean array ``(N, 3)``, optional
+        The coordinates that move; the others (fixed atoms) get no force, noise
+        or drift. Default: the potential's own ``free_coordinates`` (a
+        :class:`~ase_rare.potentials.CalculatorAdapter` takes them from the
+        constraints of its atoms), else every coordinate (no z when planar).
     """
 
     def __init__(
@@ -97,12 +102,18 @@ class PathSampler:
         channels: ChannelClassifier | None = None,
         seed: int = 0,
         device: str = "cpu",
+        free_coordinates: np.ndarray | None = None,
     ):
         check_path_options(
             kernel,
             n_candidates=n_candidates,
             drift_refresh=drift_refresh,
             max_steps=max_steps,
+        )
+        if free_coordinates is None:
+            free_coordinates = getattr(potential, "free_coordinates", None)
+        self.free_coordinates = (
+            None if free_coordinates is None else np.asarray(free_coordinates, bool)
         )
         self.potential = potential
         self.importance = importance
@@ -156,6 +167,8 @@ class PathSampler:
                 drift = grad * free
                 self._evaluations += x.shape[0]
             noise = draw_noise(x, self.planar, self.generator)
+            if self.free_coordinates is not None:
+                noise = noise * free
             new, dlogw = tilted_step(x, forces, noise, drift, self.params)
             return new, dlogw, drift
         noise = torch.stack(
@@ -164,6 +177,8 @@ class PathSampler:
                 for _ in range(self.n_candidates)
             ]
         )
+        if self.free_coordinates is not None:
+            noise = noise * free
         new, dlogw, _ = candidate_step(
             x, forces, noise, self.bounded_log_importance, self.params, self.generator
         )
@@ -171,13 +186,23 @@ class PathSampler:
         return new, dlogw, None
 
     def advance(
-        self, x: torch.Tensor, drift: torch.Tensor | None, step: int, free
+        self,
+        x: torch.Tensor,
+        drift: torch.Tensor | None,
+        step: int,
+        free,
+        *,
+        return_forces: bool = False,
     ) -> tuple:
         """Forces, one biased step and the region tests for a population.
 
-        Returns ``(new, Δ ln w, drift, energy at x, in A, in B)``.
+        Returns ``(new, Δ ln w, drift, energy at x, in A, in B)``, and the
+        forces at ``x`` last when ``return_forces`` (training recomputes path
+        weights from the displacement ``new − x − (Δt/γ) F``).
         """
         energy, forces = self.potential.batch_energy_forces(x)
+        if self.free_coordinates is not None:
+            forces = forces * free
         new, dlogw, drift = self.move(
             x, forces, drift, refresh=step % self.drift_refresh == 0, free=free
         )
@@ -190,10 +215,22 @@ class PathSampler:
         self._walker_steps += x.shape[0]
         in_a, in_b = self._regions(new)
         check_not_both(in_a, in_b)
+        if return_forces:
+            return new, dlogw, drift, energy, in_a, in_b, forces
         return new, dlogw, drift, energy, in_a, in_b
 
     def free_mask(self, n_atoms: int) -> torch.Tensor:
         """``(N, 3)`` mask of the moving coordinates, as a float tensor."""
+        if self.free_coordinates is not None:
+            if self.free_coordinates.shape != (n_atoms, 3):
+                raise ValueError(
+                    f"free_coordinates has shape {self.free_coordinates.shape}, "
+                    f"but the walkers have {n_atoms} atoms"
+                )
+            mask = self.free_coordinates.copy()
+            if self.planar:
+                mask[:, 2] = False
+            return torch.as_tensor(mask, dtype=torch.float64, device=self.device)
         return torch.as_tensor(
             free_coordinates(n_atoms, self.planar),
             dtype=torch.float64,

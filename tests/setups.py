@@ -44,3 +44,39 @@ def hot_2d_inputs(
         seed=3,
     )
     return system, GridImportance.from_grid_tpt(grid), flux
+
+
+#: A complete run configuration on the hot 2D system, small enough for a test:
+#: the exact grid committor (coarse) as importance function, 32 roots.
+SMALL_2D_CONFIG = """
+[system]
+builtin = "two-channel"
+
+[dynamics]
+temperature_K = 2500
+timestep_fs = 0.02
+
+[importance]
+{importance}
+
+[flux]
+n_walkers = 32
+
+[ensemble]
+n_roots = 32
+roots_per_batch = 16
+max_steps = 20000
+branching = {{ interval = 10 }}
+
+[output]
+folder = "out"
+paths = 3
+failures = 1
+"""
+
+
+def write_small_2d_config(folder, importance="grid = { spacing = 0.1 }", extra=""):
+    """Write :data:`SMALL_2D_CONFIG` to ``folder/run.toml`` and return its path."""
+    path = folder / "run.toml"
+    path.write_text(SMALL_2D_CONFIG.format(importance=importance) + extra)
+    return path

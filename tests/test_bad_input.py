@@ -37,8 +37,10 @@ from ase_rare import (
     load_importance,
 )
 from ase_rare.cli import main
+from ase_rare.config import ConfigError, parse_config
 from ase_rare.importance.base import FORMAT_VERSION, ImportanceFunction
 from ase_rare.kernels import LangevinParameters
+from ase_rare.pipeline import prepare_folder
 
 torch.set_num_threads(1)
 
@@ -210,6 +212,35 @@ def foreign_checkpoint(ctx) -> Path:
 
 def cv2():
     return AtomCoordinates(0, "xy")
+
+
+def config_with(ctx, **tables) -> dict:
+    """A valid run configuration (the built-in 2D system) with tables replaced."""
+    data = {
+        "system": {"builtin": "two-channel"},
+        "dynamics": {"temperature_K": T_K, "timestep_fs": DT / units.fs},
+        "importance": {"path": str(ctx.lj7_importance)},
+    }
+    data.update(tables)
+    return parse_config(data, base=ctx.folder, source="run.toml")
+
+
+def calculator_system(**changes) -> dict:
+    system = {
+        "calculator": "ase.calculators.emt:EMT",
+        "structure": "missing.xyz",
+        "cv": {"kind": "atom-coordinates", "atom": 0, "axes": "xy"},
+        "A": {"center": [0.0, 0.0], "radius": 0.3},
+        "B": {"center": [2.5, 0.0], "radius": 0.3},
+    }
+    system.update(changes)
+    return system
+
+
+def output_folder_below_a_file(ctx) -> Path:
+    blocker = ctx.folder / "not-a-folder"
+    blocker.write_text("a file")
+    return prepare_folder(blocker / "out")
 
 
 # -- the catalogue ---------------------------------------------------------------
@@ -555,6 +586,56 @@ CASES = [
         ),
         ValueError,
         ("not inside region A", "swap the regions"),
+    ),
+    # Run configurations (ase-rare run)
+    Case(
+        "config, unknown key",
+        lambda c: config_with(c, ensemble={"n_root": 8}),
+        ConfigError,
+        ("run.toml", "[ensemble]", "unknown key 'n_root'", "did you mean 'n_roots'?"),
+    ),
+    Case(
+        "config, unknown section",
+        lambda c: config_with(c, dynamic={"temperature_K": 600}),
+        ConfigError,
+        ("top level", "unknown key 'dynamic'", "valid keys: seed, system, dynamics"),
+    ),
+    Case(
+        "config, missing structure file",
+        lambda c: config_with(c, system=calculator_system()),
+        ConfigError,
+        ("structure file 'missing.xyz' not found", "relative paths are taken from"),
+    ),
+    Case(
+        "config, calculator import path misspelt",
+        lambda c: config_with(
+            c, system=calculator_system(calculator="ase.calculators.emt:EMTX")
+        ),
+        ConfigError,
+        ("[system]: calculator", "has no attribute 'EMTX'", "did you mean EMT"),
+    ),
+    Case(
+        "config, regions on a CV that does not exist",
+        lambda c: config_with(
+            c,
+            system=calculator_system(
+                structure=str(c.lj7_importance), cv={"kind": "distance"}
+            ),
+        ),
+        ConfigError,
+        ("[system.cv]", "kind must be one of 'atom-coordinates'", "'distance'"),
+    ),
+    Case(
+        "config, temperature not a number",
+        lambda c: config_with(c, dynamics={"temperature_K": "600K", "timestep_fs": 1}),
+        ConfigError,
+        ("[dynamics]", "temperature_K must be a number (in K)", "'600K'"),
+    ),
+    Case(
+        "output folder not writable",
+        output_folder_below_a_file,
+        OSError,
+        ("cannot write to the output folder", "choose another folder"),
     ),
     Case(
         "Ensemble timestep above stability bound",

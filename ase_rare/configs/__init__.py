@@ -1,0 +1,2 @@
+"""Configuration files shipped with the package (``ase-rare demo`` runs
+``lj7_600K.toml``)."""
