@@ -52,6 +52,9 @@ class LabelledStates:
     n_transitions : int
         A -> B transitions seen.
     wall_time_s : float
+    failure_fraction : float
+        Fraction of the label-0 records kept (at random, once the label was
+        known); the fit shifts the logit by its logarithm.
     """
 
     positions: torch.Tensor
@@ -60,6 +63,7 @@ class LabelledStates:
     walker_steps: int
     n_transitions: int
     wall_time_s: float
+    failure_fraction: float = 1.0
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -80,6 +84,7 @@ def label_states(
     max_records: int = 64,
     min_steps: int = 100,
     early_fraction: float = 0.02,
+    failure_fraction: float = 1.0,
     seed: int = 0,
     progress: bool = False,
 ) -> LabelledStates:
@@ -103,6 +108,13 @@ def label_states(
         In steps of the engine.
     early_fraction : float
         Fraction of the early records kept, in (0, 1].
+    failure_fraction : float
+        Fraction of the records labelled 0 kept, chosen at random once the
+        label is known (successes are all kept). This choice does look at the
+        label, so it shifts the committor odds by exactly this factor, which
+        :func:`fit_committor` undoes. Keeping every early record and thinning
+        failures instead keeps the fast transitions, whose states are
+        otherwise mostly early records and few.
     seed : int
         For the choice of early records.
     progress : bool
@@ -110,8 +122,12 @@ def label_states(
     """
     if not engine.restart_in_A:
         raise ValueError("label_states needs an engine with restart_in_A=True")
-    if not 0 < early_fraction <= 1:
-        raise ValueError(f"early_fraction must lie in (0, 1]; got {early_fraction}")
+    for name, value in (
+        ("early_fraction", early_fraction),
+        ("failure_fraction", failure_fraction),
+    ):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} must lie in (0, 1]; got {value}")
     for name, value in (
         ("steps", steps),
         ("record_interval", record_interval),
@@ -134,9 +150,14 @@ def label_states(
     def flush(mask: torch.Tensor, label: float) -> None:
         for r in torch.nonzero(mask & (count > 0)).flatten().tolist():
             k = int(count[r])
-            out_x.append(buffer[r, :k].clone())
-            out_w.append(buf_weight[r, :k].clone())
-            out_y.append(torch.full((k,), label, dtype=torch.float64))
+            keep = slice(0, k)
+            if label == 0.0 and failure_fraction < 1:
+                keep = torch.rand(k, generator=gen, device=dev) < failure_fraction
+                if not bool(keep.any()):
+                    continue
+            out_x.append(buffer[r, :k][keep].clone())
+            out_w.append(buf_weight[r, :k][keep].clone())
+            out_y.append(torch.full((out_w[-1].shape[0],), label, dtype=torch.float64))
         count[mask] = 0
 
     bar = None
@@ -178,6 +199,7 @@ def label_states(
         walker_steps=steps * w,
         n_transitions=int(engine.n_ab.sum()) - n_ab0,
         wall_time_s=time.perf_counter() - t0,
+        failure_fraction=failure_fraction,
     )
 
 
@@ -250,7 +272,7 @@ def fit_committor(
             opt.step()
             total += float(loss.detach()) * len(b)
         losses.append(total / len(y))
-    shift = math.log(failure_fraction)
+    shift = math.log(failure_fraction) + math.log(data.failure_fraction)
     if shift != 0.0:
         _shift_logit(importance, shift)
     return losses
@@ -311,114 +333,3 @@ def committor_calibration(
                 )
             )
     return np.array(rows)
-
-
-def refine_on_states(
-    importance: ImportanceFunction,
-    start_atoms,
-    A,
-    B,
-    states: torch.Tensor,
-    *,
-    temperature_K: float,
-    timestep: float,
-    friction: float = 1.0,
-    labelled: LabelledStates | None = None,
-    rounds: int = 5,
-    n_candidates: int = 16,
-    lag_steps: int = 10,
-    epochs: int = 3,
-    batch_size: int = 512,
-    learning_rate: float = 5e-4,
-    label_weight: float = 1.0,
-    seed: int = 0,
-    progress: bool = False,
-) -> list[float]:
-    """Refine ln I with the fixed-point residual on a fixed set of states.
-
-    Each round draws ``n_candidates`` unbiased ``lag_steps``-step
-    continuations of every state (stopped at A or B), forms the target
-    ``ln Ẑ(x) = ln mean_k I(y_k)`` with ``I = 0`` for a continuation that
-    entered A first and ``1`` for one that entered B, and fits
-    ``[ln I(x) − ln Ẑ(x)]²`` for ``epochs`` passes. The fixed point is the
-    committor of the discretised chain, as for the residual loss of
-    :func:`ase_rare.training.train_importance`; here the states come from an
-    unbiased run rather than from biased paths, so no path is sampled and a
-    round costs ``n_candidates × lag_steps`` force evaluations and
-    ``n_candidates`` network evaluations per state. With ``labelled`` the
-    cross-entropy on the committor labels (weight ``label_weight``) is added,
-    which keeps the function right where the labels are informative.
-
-    Returns the mean residual loss of each round.
-    """
-    from ase import units
-
-    from ase_rare.kernels import LangevinParameters
-    from ase_rare.potentials.adapter import as_batched
-    from ase_rare.sampling import PathSampler
-    from ase_rare.training import lagged_endpoints
-
-    potential = as_batched(start_atoms.calc, start_atoms)
-    sampler = PathSampler(
-        potential,
-        importance,
-        A,
-        B,
-        params=LangevinParameters(timestep / units.fs, temperature_K, friction),
-        planar=bool(getattr(potential, "planar", False)),
-        seed=seed,
-    )
-    gen = torch.Generator().manual_seed(seed + 1)
-    opt = torch.optim.Adam(importance.parameters(), lr=learning_rate)
-    if labelled is not None:
-        n_pos = int((labelled.labels > 0.5).sum())
-        frac = min(1.0, 2.0 * n_pos / max(len(labelled) - n_pos, 1))
-        keep = (labelled.labels > 0.5) | (
-            torch.rand(len(labelled), generator=gen) < frac
-        )
-        lab_x, lab_y = labelled.positions[keep], labelled.labels[keep]
-        lab_shift = math.log(frac)
-    history = []
-    rounds_iter = range(rounds)
-    if progress:
-        from tqdm.auto import tqdm
-
-        rounds_iter = tqdm(rounds_iter, desc="residual refinement", unit="round")
-    s = states.shape[0]
-    for _ in rounds_iter:
-        targets = []
-        with torch.no_grad():
-            for k in range(0, s, 2048):
-                chunk = states[k : k + 2048]
-                y, hit_a, hit_b = lagged_endpoints(
-                    sampler, chunk, n_candidates=n_candidates, lag_steps=lag_steps
-                )
-                m, c = hit_a.shape
-                log_i = importance.log_importance(y.reshape(m * c, *chunk.shape[1:]))
-                log_i = log_i.reshape(m, c)
-                log_i = torch.where(hit_a, -math.inf, log_i)
-                log_i = torch.where(hit_b, 0.0, log_i)
-                targets.append(torch.logsumexp(log_i, 0) - math.log(m))
-        target = torch.cat(targets)
-        ok = torch.isfinite(target)
-        x, t = states[ok], target[ok]
-        total = 0.0
-        for _ in range(epochs):
-            order = torch.randperm(len(t), generator=gen)
-            for k in range(0, len(t), batch_size):
-                b = order[k : k + batch_size]
-                loss = ((importance.log_importance(x[b]) - t[b]) ** 2).mean()
-                if labelled is not None and label_weight > 0:
-                    lb = torch.randint(len(lab_y), (batch_size,), generator=gen)
-                    logit = importance.logit(lab_x[lb]) - lab_shift
-                    loss = loss + label_weight * (
-                        torch.nn.functional.binary_cross_entropy_with_logits(
-                            logit, lab_y[lb].to(logit.dtype)
-                        )
-                    )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-        history.append(total / max(len(t) * epochs, 1))
-    return history

@@ -28,8 +28,8 @@ change the last bits of a result.
 The local pool starts its processes with ``"spawn"`` (a fresh interpreter that
 imports the package): forking a process that has already used torch's thread
 pools can deadlock, and ``"spawn"`` behaves the same on Linux, macOS and
-Windows. Starting each worker costs an import of torch and ASE (a few seconds),
-which only pays off when batches take longer than that.
+Windows. Starting each worker costs an import of torch and ASE (a few seconds):
+for many short runs, keep one :class:`ProcessPool` open across them.
 
 A lost Dask worker (killed, out of memory, node gone) is no loss: the scheduler
 runs its unfinished tasks again on another worker, up to
@@ -49,7 +49,12 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import multiprocessing
+import os
+import pickle
+import shutil
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -105,22 +110,37 @@ class BatchExecutor(Protocol):
 
 # -- local process pool ------------------------------------------------------
 
-_STATE: Ensemble | None = None
+#: The ensemble a pool worker holds, with the token of the run it belongs to.
+_STATE: tuple[str, Ensemble] | None = None
 
 
-def _init_worker(state: Ensemble, torch_threads: int) -> None:
-    global _STATE
+def _warm_up(torch_threads: int) -> int:
+    """Pay a new worker's start-up (imports, torch threads) before any batch."""
+    import ase_rare.ensemble  # noqa: F401
+
     torch.set_num_threads(torch_threads)
-    _STATE = state
+    return os.getpid()
 
 
-def _run_cached_batch(b: int, torch_threads: int) -> Outcome:
-    assert _STATE is not None, "the pool's initializer did not run"
-    return run_batch(_STATE, b, torch_threads)
+def _run_shipped_batch(path: str, token: str, b: int, torch_threads: int) -> Outcome:
+    """Run batch ``b`` of the ensemble in ``path``, read once per worker and run."""
+    global _STATE
+    if _STATE is None or _STATE[0] != token:
+        with open(path, "rb") as fh:
+            _STATE = (token, pickle.load(fh))
+    return run_batch(_STATE[1], b, torch_threads)
 
 
 class ProcessPool:
-    """A local pool of processes, started for one run and closed after it.
+    """A pool of local processes: for one run, or kept for many.
+
+    Given as ``executor="processes"`` the pool is started for that run and
+    closed after it. Used as a context manager, its processes start once and
+    serve every run inside the block, which saves their start-up::
+
+        with ProcessPool(2) as pool:
+            for ensemble in ensembles:
+                results.append(ensemble.run(executor=pool))
 
     Parameters
     ----------
@@ -134,7 +154,9 @@ class ProcessPool:
 
     Notes
     -----
-    The ensemble is pickled once per worker, through the pool's initializer.
+    Each run pickles the ensemble once, to a temporary file; every worker
+    reads it at its first batch of that run and keeps it for the others, so
+    the inputs travel to each worker once per run, not once per batch.
     """
 
     def __init__(
@@ -154,6 +176,39 @@ class ProcessPool:
         self.max_workers = max_workers
         self.mp_context = mp_context
         self.torch_threads = torch_threads
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.max_workers or multiprocessing.cpu_count()
+
+    def start(self) -> ProcessPool:
+        """Start every worker now and wait until each has imported the package."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context(self.mp_context),
+            )
+            # One task per worker: the executor starts a process for each.
+            warm = [
+                self._pool.submit(_warm_up, self.torch_threads)
+                for _ in range(self.workers)
+            ]
+            for future in warm:
+                future.result()
+        return self
+
+    def close(self) -> None:
+        """Stop the workers (batches not started are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ProcessPool:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def map_unordered(
         self, ensemble: Ensemble, batches: Iterable[int]
@@ -161,22 +216,37 @@ class ProcessPool:
         batches = list(batches)
         if not batches:
             return
-        workers = min(self.max_workers or multiprocessing.cpu_count(), len(batches))
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context(self.mp_context),
-            initializer=_init_worker,
-            initargs=(worker_state(ensemble), self.torch_threads),
-        )
+        owned = self._pool is None
+        pool = self
+        if owned:
+            # For one run: no more processes than batches.
+            pool = copy.copy(self)
+            pool.max_workers = min(self.workers, len(batches))
+            pool.start()
+        folder = tempfile.mkdtemp(prefix="ase_rare-pool-")
+        path = os.path.join(folder, "ensemble.pkl")
+        futures = []
         try:
+            with open(path, "wb") as fh:
+                pickle.dump(worker_state(ensemble), fh, pickle.HIGHEST_PROTOCOL)
+            token = uuid.uuid4().hex
             futures = [
-                pool.submit(_run_cached_batch, b, self.torch_threads) for b in batches
+                pool._pool.submit(
+                    _run_shipped_batch, path, token, b, pool.torch_threads
+                )
+                for b in batches
             ]
             for future in concurrent.futures.as_completed(futures):
                 yield future.result()
         finally:
-            # Also when the caller stops early: drop the batches not started.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Also when the caller stops early: drop the batches not started and
+            # let the running ones finish before their input file goes.
+            for future in futures:
+                future.cancel()
+            concurrent.futures.wait(futures)
+            shutil.rmtree(folder, ignore_errors=True)
+            if owned:
+                pool.close()
 
 
 class FuturesExecutor:

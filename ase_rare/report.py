@@ -563,12 +563,18 @@ def _overlay_paths(ax, result_path: Path, result: RateResult, n: int = 8) -> Non
 # -- summary ---------------------------------------------------------------------
 
 
+def _pm(value: float, se: float) -> str:
+    """``(4.32 ± 0.05)e-04``: value and error on one power of ten."""
+    if not (math.isfinite(value) and value != 0):
+        return f"{value:.4g} ± {se:.2g}"
+    exp = math.floor(math.log10(abs(value)))
+    return f"({value / 10**exp:.3f} ± {se / 10**exp:.3f})e{exp:+03d}"
+
+
 def _rate(value: float, se: float | None = None) -> str:
     if se is None or se != se:
         return f"{value:.4g} fs⁻¹ ({value * PER_S:.4g} s⁻¹)"
-    return (
-        f"({value:.4g} ± {se:.2g}) fs⁻¹ = ({value * PER_S:.4g} ± {se * PER_S:.2g}) s⁻¹"
-    )
+    return f"{_pm(value, se)} fs⁻¹ = {_pm(value * PER_S, se * PER_S)} s⁻¹"
 
 
 def summary_markdown(results: list[tuple[Path, RateResult]], images=()) -> str:
@@ -605,7 +611,7 @@ def _summary_one(path: Path, r: RateResult) -> list[str]:
         ),
         ("flux J_A", f"({r.flux_per_fs:.4g} ± {r.flux_se_per_fs:.2g}) fs⁻¹"),
         (
-            "roots / successes / stopped at the step cap",
+            "roots / successful paths (with branching) / stopped at the step cap",
             f"{r.n_roots} / {r.n_successes} / {r.n_step_capped}",
         ),
         (

@@ -10,6 +10,7 @@ once per module and kept tiny, so the catalogue runs in seconds.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -646,11 +647,35 @@ CASES = [
 ]
 
 
+#: What each case raised, for the table of the reliability report.
+_REFUSALS: dict[str, tuple[str, str]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def refusal_table():
+    """With ASE_RARE_BAD_INPUT_TABLE=FILE, write the refusals as a Markdown table.
+
+    ``ASE_RARE_BAD_INPUT_TABLE=refusals.md pytest tests/test_bad_input.py``
+    """
+    yield
+    target = os.environ.get("ASE_RARE_BAD_INPUT_TABLE")
+    if not target or not _REFUSALS:
+        return
+    lines = ["| input | exception | message |", "|---|---|---|"]
+    for case in CASES:
+        if case.id in _REFUSALS:
+            kind, message = _REFUSALS[case.id]
+            text = " ".join(message.split()).replace("|", "\\|")
+            lines.append(f"| {case.id} | `{kind}` | {text} |")
+    Path(target).write_text("\n".join(lines) + "\n")
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_with_a_clear_message(ctx, case):
     with pytest.raises(case.exception) as info:
         case.trigger(ctx)
     message = str(info.value)
+    _REFUSALS[case.id] = (type(info.value).__name__, message)
     for text in case.says:
         assert text in message, f"{text!r} not in {message!r}"
 

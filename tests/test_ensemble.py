@@ -108,6 +108,25 @@ def test_same_seed_same_result_and_batches_independent(setup):
     np.testing.assert_array_equal(r1.contribution, r2.contribution)
 
 
+def test_different_seeds_agree_statistically(setup):
+    """Five seeds give five different estimates, consistent within their SE.
+
+    The spread is tested by chi-square on 4 degrees of freedom against its
+    0.9999 quantile (23.5), so a fixed-seed false alarm has odds below 1e-4.
+    The runs share their exit points, which only narrows the spread: the check
+    errs towards passing, yet still catches a seed that biases the estimate.
+    """
+    runs = [make(setup, branching=Branching(), seed=s).run() for s in range(5)]
+    p = np.array([r.success_probability for r in runs])
+    se = np.array([r.success_probability_se for r in runs])
+    assert len(set(p.tolist())) == len(p), "seeds must change the result"
+    assert np.all(se > 0)
+    w = 1.0 / se**2
+    mean = (w * p).sum() / w.sum()
+    chi2 = float((((p - mean) / se) ** 2).sum())
+    assert chi2 < 23.5, f"chi2 = {chi2:.1f} on 4 dof for p = {p}, se = {se}"
+
+
 def test_checkpoint_resume_is_identical(setup, tmp_path):
     path = tmp_path / "run.ckpt"
     full = make(setup, branching=Branching()).run()

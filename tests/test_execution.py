@@ -85,6 +85,20 @@ def test_process_pool_matches_sequential(setup, sequential):
     assert arrived == [1, 2, 3, 4]  # observers after every arrival
 
 
+def test_kept_pool_serves_several_runs(setup, sequential):
+    """Workers start once; each run ships its own ensemble and matches."""
+    with ProcessPool(2) as pool:
+        pids = set(pool._pool._processes)
+        for _ in range(2):
+            ens = make(setup)
+            assert_same_run(ens, ens.run(executor=pool), sequential)
+        other = make(setup, seed=99)
+        changed = other.run(executor=pool)
+        assert set(pool._pool._processes) == pids  # no new processes
+    assert changed.to_dict() | NO_CLOCK != sequential[0].to_dict() | NO_CLOCK
+    assert pool._pool is None
+
+
 def test_dask_matches_sequential(setup, sequential, client):
     ens = make(setup)
     result = ens.run(client=client)

@@ -440,8 +440,9 @@ def test_float32_and_float64_agree(rng):
 
 
 def test_schnet_graph_is_a_prefix_of_the_largest_batch(rng):
-    """Smaller batches reuse the index tensors built for the largest one."""
+    """Generic path: smaller batches reuse the index tensors of the largest one."""
     model = CASES["schnet-lj7-f64"].make()
+    model.evaluation = "generic"
     x = lj7_configurations(rng, 6)
     full = model.log_importance(x)
     cached = model._graphs[x.device]

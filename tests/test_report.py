@@ -63,7 +63,8 @@ def test_report_writes_readable_plots_and_summary(run, tmp_path):
             assert_readable_png(path)
     summary = (tmp_path / "summary.md").read_text()
     r = run.result
-    assert f"{r.rate_per_fs:.4g}" in summary
+    exp = math.floor(math.log10(r.rate_per_fs))
+    assert f"({r.rate_per_fs / 10**exp:.3f} ± " in summary
     assert "fs⁻¹" in summary and "s⁻¹" in summary and "walker-steps" in summary
     assert "| upper |" in summary and "| lower |" in summary
     assert "![arrhenius](arrhenius.png)" in summary

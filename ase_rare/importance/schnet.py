@@ -12,10 +12,12 @@ from schnetpack.nn.radial import GaussianRBF
 from schnetpack.representation import SchNet
 from torch import nn
 
+from ase_rare.importance._schnet_lean import lean_output, lean_unsupported, pair_indices
 from ase_rare.importance.base import ImportanceFunction
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _AGGREGATIONS = ("sum", "avg")
+_EVALUATIONS = ("auto", "lean", "generic")
 
 #: Largest atomic number SchNet's default nuclear embedding holds.
 _MAX_Z = 99
@@ -60,6 +62,11 @@ class SchNetImportance(ImportanceFunction):
         Precision of the network (see Notes).
     temperature_K : float, optional
         The temperature the function is made for, in K.
+    evaluation : {"auto", "lean", "generic"}
+        How the network is evaluated (see Notes); the result is the same to
+        rounding. ``"auto"`` takes the lean path whenever it can reproduce the
+        modules. A run-time choice, not saved with the function; it can also
+        be changed on the attribute of the same name.
 
     Notes
     -----
@@ -74,13 +81,24 @@ class SchNetImportance(ImportanceFunction):
     when invariances are needed to 1e-10; on a CPU it costs 1.5-3× more at
     thousands of walkers.
 
-    *Neighbour list.* Every ordered pair ``i ≠ j`` of a configuration is a
-    neighbour pair; pairs beyond ``cutoff`` get zero weight from the cutoff
-    function, so the result is the same as with a cutoff neighbour list. The
-    index tensors are built once, for the largest batch seen, and a batch of
-    ``W`` walkers uses their first ``W`` configurations. The list grows as
+    *Neighbour pairs.* Every pair ``i ≠ j`` of a configuration is a neighbour
+    pair; pairs beyond ``cutoff`` get zero weight from the cutoff function, so
+    the result is the same as with a cutoff neighbour list. The work grows as
     ``N²`` per configuration: right for clusters of tens of atoms, wasteful for
     hundreds. Configurations are not periodic (no cell, no offsets).
+
+    *Evaluation paths.* The generic path hands SchNetPack its usual inputs:
+    one flat neighbour list over the whole batch (index tensors built once,
+    for the largest batch seen; a batch of ``W`` walkers uses their first
+    ``W`` configurations). The lean path (``ase_rare.importance._schnet_lean``)
+    uses that every walker is the same small cluster: dense pair- and
+    atom-major tensors, each filter computed once per unordered pair, no
+    batch-wide index lists. It reads the same SchNetPack modules and weights,
+    so saved files and training are unaffected, and it is several times faster
+    on a CPU at thousands of walkers (``benchmarks/bench_biased_step.py``).
+    ``"auto"`` falls back to the generic path when the modules are not the
+    standard SchNet, interaction and Atomwise blocks (for example after a
+    user swapped one).
 
     *Output scale and offset.* Near A the logit reaches about −βΔE (−10 to −25
     for the benchmarks). ``output_offset`` lets training shift the whole logit
@@ -89,8 +107,9 @@ class SchNetImportance(ImportanceFunction):
     at another temperature, since ln q scales roughly with β near A.
 
     The gradient of a pair distance is undefined when two atoms coincide
-    exactly; :meth:`log_importance_and_gradient` then raises
-    ``FloatingPointError``.
+    exactly; both paths then take PyTorch's subgradient of the norm, zero, for
+    that pair (the value stays finite). :meth:`log_importance_and_gradient`
+    raises ``FloatingPointError`` when ln I or its gradient is NaN or inf.
 
     Examples
     --------
@@ -118,6 +137,7 @@ class SchNetImportance(ImportanceFunction):
         logit_offset: float = 0.0,
         dtype: str = "float32",
         temperature_K: float | None = None,
+        evaluation: str = "auto",
     ):
         super().__init__()
         n_atoms = int(n_atoms)
@@ -163,6 +183,7 @@ class SchNetImportance(ImportanceFunction):
         }
         self.n_atoms = n_atoms
         self.temperature_K = temperature_K
+        self.evaluation = evaluation
 
         self.representation = SchNet(
             n_atom_basis=n_atom_basis,
@@ -193,11 +214,39 @@ class SchNetImportance(ImportanceFunction):
         self._pair_i = i[off_diagonal]
         self._pair_j = j[off_diagonal]
         self._graphs: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._pairs: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def dtype(self) -> torch.dtype:
         """Precision the network runs in."""
         return self.output_scale.dtype
+
+    @property
+    def evaluation(self) -> str:
+        """``"auto"``, ``"lean"`` or ``"generic"``: how the network is evaluated."""
+        return self._evaluation
+
+    @evaluation.setter
+    def evaluation(self, value: str) -> None:
+        if value not in _EVALUATIONS:
+            raise ValueError(f"evaluation must be one of {_EVALUATIONS}; got {value!r}")
+        self._evaluation = value
+
+    def uses_lean_path(self) -> bool:
+        """Whether :meth:`forward` takes the lean path (see Notes).
+
+        Raises ``NotImplementedError`` when ``evaluation="lean"`` was asked for
+        but the modules are not ones the lean path reproduces.
+        """
+        if self._evaluation == "generic":
+            return False
+        reason = lean_unsupported(self.representation, self.head)
+        if reason is not None and self._evaluation == "lean":
+            raise NotImplementedError(
+                f"the lean SchNet path cannot evaluate this network: {reason}; "
+                'use evaluation="generic" or "auto"'
+            )
+        return reason is None
 
     @property
     def n_pairs(self) -> int:
@@ -237,10 +286,30 @@ class SchNetImportance(ImportanceFunction):
                 f"positions must have shape (walkers, atoms, 3); got "
                 f"{tuple(positions.shape)}"
             )
+        if positions.device != self.output_scale.device:
+            raise ValueError(
+                f"positions are on {positions.device}, the network on "
+                f"{self.output_scale.device}; move the importance function with "
+                f".to({str(positions.device)!r}) (or the walkers to its device)"
+            )
         n_walkers = positions.shape[0]
         if n_walkers == 0:
             # Empty, but still connected to the positions for autograd.
             return positions.to(torch.float64).sum(dim=(1, 2))
+        if self.uses_lean_path():
+            device = positions.device
+            if device not in self._pairs:
+                self._pairs[device] = pair_indices(self.n_atoms, device)
+            y = lean_output(
+                self.representation,
+                self.head,
+                self.atomic_numbers,
+                self._pairs[device],
+                positions,
+                self.dtype,
+            )
+            return (self.output_scale * y + self.output_offset).to(torch.float64)
+
         inputs = self._graph(n_walkers, positions.device)
 
         # Differences in float64 first: translations cancel exactly, and the

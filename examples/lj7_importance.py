@@ -1,0 +1,155 @@
+"""LJ7 C3 -> C2 rates by importance sampling with the shipped SchNet functions.
+
+For each temperature: a flux run in A (J_A and exit points), then one biased
+path per root with ``lj7-<T>K`` (tilt kernel), giving the rate with its
+standard error, the naive (non-reweighted) estimate, the mode fractions M1-M4
+and the ratio to harmonic TST. At 600 K also the package's brute-force
+reference and the reverse C2 -> C3 rate with the same network (ln I_BA =
+ln(1 − q)), and the detailed-balance ratio against HTST's.
+
+    python examples/lj7_importance.py                      # 600 500 400 300 K
+    python examples/lj7_importance.py --temperatures 600 --roots 4000
+
+Writes ``data/references/lj7_importance.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from ase import units
+
+from ase_rare.data import load_importance
+from ase_rare.estimate import estimate_rate, measure_flux
+from ase_rare.structures import lj7_cluster
+from ase_rare.systems import lj7_system
+from ase_rare.theory import HarmonicTST
+
+HERE = Path(__file__).resolve().parent
+DT_FS = 0.005
+
+
+def htst(temperature):
+    forward = HarmonicTST(
+        lj7_cluster("C3"), [lj7_cluster("S1"), lj7_cluster("S2")], multiplicities=[2, 2]
+    )
+    backward = forward.reverse(lj7_cluster("C2"), multiplicities=[1, 1])
+    return forward.rate(temperature), backward.rate(temperature)
+
+
+def one_direction(system, importance, temperature, args, seed, reverse=False):
+    start, A, B = system.start_A, system.A, system.B
+    if reverse:
+        start, A, B = system.start_B, system.B, system.A
+        importance = importance.reversed()
+    t0 = time.perf_counter()
+    flux = measure_flux(
+        start,
+        A,
+        B,
+        timestep=DT_FS * units.fs,
+        temperature_K=temperature,
+        n_exit_points=args.roots,
+        seed=seed,
+        compile=True,
+    )
+    t_flux = time.perf_counter() - t0
+    result = estimate_rate(
+        start,
+        importance,
+        A,
+        B,
+        timestep=DT_FS * units.fs,
+        temperature_K=temperature,
+        n_roots=args.roots,
+        flux=flux,
+        channels=None if reverse else system.channels,
+        max_steps=args.max_steps,
+        seed=seed + 1,
+        direction="B->A" if reverse else "A->B",
+    )
+    if not args.quiet:
+        print(result.summary(), flush=True)
+    row = result.to_dict()
+    row.pop("root_contributions", None)
+    row.pop("root_log_importance", None)
+    row["flux_wall_time_s"] = t_flux
+    row["production_wall_time_s"] = time.perf_counter() - t0
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--temperatures", type=float, nargs="+", default=[600, 500, 400, 300]
+    )
+    p.add_argument("--roots", type=int, default=2000)
+    p.add_argument("--max-steps", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=101)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-reverse", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out",
+        default=str(HERE.parent / "data" / "references" / "lj7_importance.json"),
+    )
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    system = lj7_system(modes=True)
+    brute = json.loads(
+        (HERE.parent / "data" / "references" / "lj7_bruteforce_600K.json").read_text()
+    )
+    rows = []
+    for t in args.temperatures:
+        importance = load_importance(f"lj7-{t:.0f}K")
+        fw_htst, bw_htst = htst(t)
+        row = {
+            "temperature_K": t,
+            "importance": f"lj7-{t:.0f}K",
+            "htst_rate_per_fs": fw_htst.rate_per_fs,
+            "htst_reverse_rate_per_fs": bw_htst.rate_per_fs,
+            "forward": one_direction(system, importance, t, args, args.seed + int(t)),
+        }
+        fw = row["forward"]
+        row["ratio_to_htst"] = fw["rate_per_fs"] / fw_htst.rate_per_fs
+        row["ratio_to_htst_se"] = fw["rate_se_per_fs"] / fw_htst.rate_per_fs
+        if t == 600:
+            row["bruteforce"] = [
+                {k: r[k] for k in ("timestep_fs", "rate_per_fs", "rate_se_per_fs")}
+                for r in brute.get("runs", [])
+            ]
+            if not args.no_reverse:
+                rev = one_direction(
+                    system, importance, t, args, args.seed + 7, reverse=True
+                )
+                row["reverse"] = rev
+                ratio = fw["rate_per_fs"] / rev["rate_per_fs"]
+                rel = (
+                    (fw["rate_se_per_fs"] / fw["rate_per_fs"]) ** 2
+                    + (rev["rate_se_per_fs"] / rev["rate_per_fs"]) ** 2
+                ) ** 0.5
+                row["detailed_balance_ratio"] = ratio
+                row["detailed_balance_ratio_se"] = ratio * rel
+                row["htst_detailed_balance_ratio"] = (
+                    fw_htst.rate_per_fs / bw_htst.rate_per_fs
+                )
+        rows.append(row)
+        Path(args.out).write_text(
+            json.dumps({"timestep_fs": DT_FS, "rows": rows}, indent=1)
+        )
+    for row in rows:
+        fw = row["forward"]
+        print(
+            f"{row['temperature_K']:.0f} K: rate {fw['rate_per_fs']:.3e} ± "
+            f"{fw['rate_se_per_fs']:.1e} fs⁻¹, HTST {row['htst_rate_per_fs']:.3e} "
+            f"fs⁻¹, ratio {row['ratio_to_htst']:.3f} ± {row['ratio_to_htst_se']:.3f}, "
+            f"production {fw['production_wall_time_s']:.0f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
