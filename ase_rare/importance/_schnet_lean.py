@@ -22,6 +22,10 @@ layers is evaluated by a cheaper formula with the same value
 
 from __future__ import annotations
 
+# isort: off
+import ase_rare.importance._spk  # noqa: F401  (first: SchNetPack, quietly)
+
+# isort: on
 import math
 
 import torch

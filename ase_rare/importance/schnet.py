@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# isort: off
+import ase_rare.importance._spk  # noqa: F401  (first: SchNetPack, quietly)
+
+# isort: on
 import schnetpack.properties as props
 import torch
 from schnetpack.atomistic import Atomwise
