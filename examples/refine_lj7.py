@@ -45,6 +45,10 @@ def main() -> None:
     p.add_argument("--lag-steps", type=int, default=10)
     p.add_argument("--hot-K", type=float, default=900.0)
     p.add_argument("--hot-states", type=int, default=20000)
+    p.add_argument(
+        "--near-states", type=int, default=0, help="unbiased states at T, near A"
+    )
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=23)
     p.add_argument("--threads", type=int, default=1)
@@ -82,8 +86,20 @@ def main() -> None:
         record_interval=20,
         seed=args.seed + 1,
     )
+    if args.near_states:
+        near = unbiased_states(
+            system.start_A,
+            system.A,
+            system.B,
+            temperature_K=temperature,
+            timestep=dt,
+            n_states=args.near_states,
+            record_interval=5,
+            seed=args.seed + 3,
+        )
+        hot = torch.cat([hot, near])
     prep_s = time.perf_counter() - t0
-    print(f"flux and {len(hot)} states at {args.hot_K:g} K: {prep_s:.0f} s", flush=True)
+    print(f"flux and {len(hot)} extra states: {prep_s:.0f} s", flush=True)
     history = train_importance(
         importance,
         system.start_A,
@@ -98,7 +114,7 @@ def main() -> None:
         n_candidates=8,
         lag_steps=args.lag_steps,
         fit_steps=args.fit_steps,
-        batch_size=256,
+        batch_size=args.batch_size,
         paths_per_batch=32,
         max_states=4096,
         extra_states=hot,
