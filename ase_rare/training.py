@@ -49,6 +49,8 @@ LOSSES = ("residual", "logvar", "cross_entropy", "variational")
 
 #: Losses fitted on every step of the successful paths.
 PATH_LOSSES = ("logvar", "cross_entropy")
+#: How the residual's continuations run: unbiased, or tilted with exact weights.
+CONTINUATIONS = ("unbiased", "tilted")
 
 #: Version of the checkpoint written by :func:`train_importance`.
 CHECKPOINT_VERSION = 1
@@ -411,12 +413,21 @@ def lagged_endpoints(
     *,
     n_candidates: int,
     lag_steps: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unbiased ``lag_steps``-step continuations of each state, stopped at A, B.
+    tilted: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``lag_steps``-step continuations of each state, stopped at A and B.
 
-    Returns the endpoints ``(M, S, N, 3)`` and masks ``(M, S)`` of those that
-    stopped in A and in B. They do not depend on the importance function, so
-    one set serves every optimiser step of an iteration.
+    Unbiased by default. With ``tilted`` they are biased by the sampler's
+    kernel and importance function (as they stand now) and each carries its
+    exact log-weight, so that ``mean_k W_k I(y_k)`` is still an unbiased
+    estimate of the lagged committor ``E[I(y)]`` — and one of small relative
+    variance where that is exponentially small, next to A, because the
+    continuations are pushed away from A instead of falling back into it.
+
+    Returns the endpoints ``(M, S, N, 3)``, masks ``(M, S)`` of those that
+    stopped in A and in B, and the log-weights ``(M, S)`` (zero when
+    unbiased). They are made once per iteration and serve every optimiser
+    step of it: only ``I(y)`` is evaluated anew.
     """
     m, s = n_candidates, states.shape[0]
     free = sampler.free_mask(states.shape[1])
@@ -424,18 +435,23 @@ def lagged_endpoints(
     y = y.clone()
     hit_a = torch.zeros(m * s, dtype=torch.bool, device=y.device)
     hit_b = torch.zeros_like(hit_a)
+    log_w = torch.zeros(m * s, dtype=torch.float64, device=y.device)
     idx = torch.arange(m * s, device=y.device)
     for _ in range(lag_steps):
         if idx.numel() == 0:
             break
         x = y[idx]
-        _, forces = sampler.potential.batch_energy_forces(x)
-        if getattr(sampler, "free_coordinates", None) is not None:
-            forces = forces * free  # fixed atoms do not move
-        noise = draw_noise(x, sampler.planar, sampler.generator) * free
-        x = overdamped_step(x, forces, noise, sampler.params)
+        if tilted:
+            x, dlogw, _, _, in_a, in_b = sampler.advance(x, None, 0, free)
+            log_w[idx] += dlogw
+        else:
+            _, forces = sampler.potential.batch_energy_forces(x)
+            if getattr(sampler, "free_coordinates", None) is not None:
+                forces = forces * free  # fixed atoms do not move
+            noise = draw_noise(x, sampler.planar, sampler.generator) * free
+            x = overdamped_step(x, forces, noise, sampler.params)
+            in_a, in_b = sampler._regions(x)
         y[idx] = x
-        in_a, in_b = sampler._regions(x)
         hit_a[idx[in_a]] = True
         hit_b[idx[in_b & ~in_a]] = True
         idx = idx[~(in_a | in_b)]
@@ -444,6 +460,7 @@ def lagged_endpoints(
         y.reshape(m, s, *states.shape[1:]),
         hit_a.reshape(shape),
         hit_b.reshape(shape),
+        log_w.reshape(shape),
     )
 
 
@@ -453,6 +470,7 @@ def _residual_loss(
     endpoints: torch.Tensor,
     hit_a: torch.Tensor,
     hit_b: torch.Tensor,
+    log_weight: torch.Tensor,
     in_a: torch.Tensor,
     in_b: torch.Tensor,
     boundary_weight: float,
@@ -460,13 +478,18 @@ def _residual_loss(
     a_margin: float,
     log_bias_correction: bool = True,
 ) -> torch.Tensor:
-    """Fixed-point residual in log space plus the boundary terms."""
+    """Fixed-point residual in log space plus the boundary terms.
+
+    The target is ``ln (1/M) Σ_k W_k I(y_k)`` over the continuations of
+    :func:`lagged_endpoints` (``W_k = 1`` when they are unbiased).
+    """
     m, s = hit_a.shape
     with torch.no_grad():
         log_i_y = importance.log_importance(endpoints.reshape(m * s, *states.shape[1:]))
         log_i_y = log_i_y.reshape(m, s)
         log_i_y = torch.where(hit_a, -math.inf, log_i_y)
         log_i_y = torch.where(hit_b, 0.0, log_i_y)
+        log_i_y = log_i_y + log_weight
         target = torch.logsumexp(log_i_y, 0) - math.log(m)
         if log_bias_correction and m > 1:
             # ln of an M-sample mean is low by Var[I(y)] / (2 M Ẑ²) on average
@@ -684,6 +707,7 @@ def train_importance(
     a_weight: float = 0.0,
     a_margin: float = 2.0,
     log_bias_correction: bool = True,
+    continuations: str = "unbiased",
     patience: int = 3,
     min_improvement: float = 0.05,
     target_relative_variance: float | None = None,
@@ -820,6 +844,15 @@ def train_importance(
         average, and without the correction the fixed point of the loss is not
         the committor (on the 2D system at 2500 K it sat at a logit 1.2-1.3
         times too large with 10-step continuations).
+    continuations : {"unbiased", "tilted"}
+        How the residual's continuations run. ``"unbiased"``: plain dynamics,
+        so where q is tiny (next to A) nearly every continuation falls into A
+        and the target ``ln Ẑ`` is noisy or, when all M do, missing — such
+        states are left out of the fit. ``"tilted"``: biased by the kernel and
+        the function as it stands at the start of the iteration, each with
+        its exact weight, ``Ẑ = (1/M) Σ W_k I(y_k)``: the same expectation,
+        with a relative variance that vanishes as I approaches the committor.
+        Each step of a tilted continuation costs a network gradient.
     patience : int
     min_improvement : float
     target_relative_variance : float, optional
@@ -899,6 +932,10 @@ def train_importance(
     ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1; got {value}")
+    if continuations not in CONTINUATIONS:
+        raise ValueError(
+            f"continuations must be one of {CONTINUATIONS}; got {continuations!r}"
+        )
     if not any(p.requires_grad for p in importance.parameters()):
         raise ValueError(
             f"{type(importance).__name__} has no trainable parameters; train an "
@@ -938,6 +975,7 @@ def train_importance(
         "a_weight": a_weight,
         "a_margin": a_margin,
         "log_bias_correction": log_bias_correction,
+        "continuations": continuations,
         "patience": patience,
         "min_improvement": min_improvement,
         "target_relative_variance": target_relative_variance,
@@ -1081,6 +1119,7 @@ def train_importance(
                 extra=None
                 if extra is None
                 else _subsample(extra, max_states, generator),
+                continuations_kind=continuations,
             )
         losses = []
         if skipped:
@@ -1162,6 +1201,7 @@ def _fitter(
     a_margin: float,
     log_bias_correction: bool,
     extra: torch.Tensor | None = None,
+    continuations_kind: str = "unbiased",
 ) -> tuple[Callable[[], torch.Tensor] | None, list[str]]:
     """The iteration's data for ``loss`` and a function giving one minibatch loss.
 
@@ -1185,21 +1225,24 @@ def _fitter(
     for k, part in enumerate(loss.split("+")):
         b_weight = boundary_weight if k == 0 else 0.0
         if part == "residual":
-            endpoints, hit_a, hit_b = lagged_endpoints(
+            continuations = lagged_endpoints(
                 sampler,
                 residual_states,
                 n_candidates=n_candidates,
                 lag_steps=lag_steps,
+                tilted=continuations_kind == "tilted",
             )
 
-            def step(endpoints=endpoints, hit_a=hit_a, hit_b=hit_b, b_weight=b_weight):
+            def step(continuations=continuations, b_weight=b_weight):
                 batch = state_batch(residual_states.shape[0])
+                endpoints, hit_a, hit_b, log_w = continuations
                 return _residual_loss(
                     importance,
                     residual_states[batch],
                     endpoints[:, batch],
                     hit_a[:, batch],
                     hit_b[:, batch],
+                    log_w[:, batch],
                     boundary(sample.in_A),
                     boundary(sample.in_B),
                     b_weight,

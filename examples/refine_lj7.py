@@ -49,6 +49,10 @@ def main() -> None:
         "--near-states", type=int, default=0, help="unbiased states at T, near A"
     )
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument(
+        "--continuations", default="unbiased", choices=("unbiased", "tilted")
+    )
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=23)
     p.add_argument("--threads", type=int, default=1)
@@ -111,7 +115,8 @@ def main() -> None:
         loss=args.loss,
         iterations=args.iterations,
         paths_per_iteration=args.paths,
-        n_candidates=8,
+        n_candidates=args.candidates,
+        continuations=args.continuations,
         lag_steps=args.lag_steps,
         fit_steps=args.fit_steps,
         batch_size=args.batch_size,

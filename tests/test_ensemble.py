@@ -88,6 +88,33 @@ def test_population_cap_is_respected():
     )
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.floats(-8.0, 6.0), min_size=1, max_size=60),
+    st.integers(0, 200),
+    st.integers(2, 12),
+    st.integers(0, 2**31 - 1),
+)
+def test_population_cap_holds_for_random_populations(log_ratios, room, m_max, seed):
+    """Whatever the weights: at most ``room`` extra walkers, none lost by the cap.
+
+    Every walker ends with 0 copies (roulette), or copies whose weights sum to
+    its own (split, or kept whole when the cap leaves no room).
+    """
+    rule = Branching(m_max=m_max)
+    lr = torch.tensor(log_ratios, dtype=torch.float64)
+    copies, dlogw = branch(lr, rule, torch.Generator().manual_seed(seed), room=room)
+    assert int(copies.sum()) - len(lr) <= room
+    assert int(copies.min()) >= 0 and int(copies.max()) <= m_max
+    survived = copies > 0
+    roulette = survived & (torch.exp(lr) < rule.c_lo)
+    whole = survived & ~roulette
+    total = copies[whole] * torch.exp(dlogw[whole])
+    assert torch.allclose(total, torch.ones_like(total), rtol=1e-12)
+    # A roulette survivor carries w / p: its log-weight rises by -ln(v/v*).
+    assert torch.allclose(dlogw[roulette], -lr[roulette], rtol=1e-12)
+
+
 def test_bad_branching_rules_are_refused():
     for kwargs in (dict(c_lo=1.5), dict(c_hi=0.9), dict(m_max=1), dict(target="x")):
         with pytest.raises(ValueError):

@@ -793,3 +793,36 @@ def test_extra_states_are_checked():
             new_net((8,)), system.start_A, system.A, system.B,
             extra_states=in_a, **common,
         )  # fmt: skip
+
+
+def test_tilted_continuations_estimate_the_same_lagged_committor():
+    """Σ W I(y) / M over tilted continuations = E[I(y)] over unbiased ones.
+
+    From exit points, where most unbiased continuations fall back into A, both
+    estimate the 20-step lagged committor of the same function; every state's
+    two estimates agree within 4.5 combined SE (16 states: the chance that a
+    correct implementation fails is below 1e-4). The tilted estimate, pushed
+    away from A by a function close to the committor, is the less noisy one.
+    """
+    system, importance, flux = hot_2d_inputs()
+    states = torch.as_tensor(flux.exit_points[:16])
+    m, lag = 3000, 20
+
+    def estimate(tilted):
+        sampler = sampler_for(system, importance, seed=9)
+        y, hit_a, hit_b, log_w = lagged_endpoints(
+            sampler, states, n_candidates=m, lag_steps=lag, tilted=tilted
+        )
+        with torch.no_grad():
+            i_y = torch.exp(importance.log_importance(y.reshape(-1, 1, 3)))
+        i_y = i_y.reshape(m, -1)
+        i_y = torch.where(hit_a, 0.0, torch.where(hit_b, 1.0, i_y))
+        value = torch.exp(log_w) * i_y
+        return value.mean(0), value.std(0) / math.sqrt(m)
+
+    plain, plain_se = estimate(False)
+    tilted, tilted_se = estimate(True)
+    assert bool((plain > 0).all()) and bool((tilted > 0).all())
+    z = (tilted - plain) / torch.hypot(plain_se, tilted_se)
+    assert float(z.abs().max()) < 4.5, z
+    assert float((tilted_se / tilted).median()) < float((plain_se / plain).median())
