@@ -14,7 +14,10 @@ fraction against the exact grid TPT values):
 Each part also runs the residual and residual + log-variance with the states
 of an unbiased run at a high temperature (4000 K, 3000 K; 20000 states out of
 A for at least 0.5 fs) added to the residual's states (``extra_states``): the
-fix for a channel that the function's own paths never visit.
+fix for a channel that the function's own paths never visit. And each runs
+the residual with tilted continuations (``continuations="tilted"``: the
+continuations biased by the current function, with exact weights), alone and
+with the hot states.
 
 Efficiency is ``log10(start / end)`` of the measured relative variance per root
 over the training CPU seconds (negative when the loss made things worse). Read
@@ -62,6 +65,12 @@ LOCK_VARIANTS = [
     ("residual+logvar", "residual+logvar", {}),
     ("residual, hot states", "residual", {"hot_states_K": 4000.0}),
     ("residual+logvar, hot states", "residual+logvar", {"hot_states_K": 4000.0}),
+    ("residual, tilted", "residual", {"continuations": "tilted"}),
+    (
+        "residual, tilted, hot states",
+        "residual",
+        {"continuations": "tilted", "hot_states_K": 4000.0},
+    ),
 ]
 #: Part 2: from the imperfect start.
 START_VARIANTS = [
@@ -73,6 +82,12 @@ START_VARIANTS = [
     ("residual+logvar", "residual+logvar", {}),
     ("residual, hot states", "residual", {"hot_states_K": 3000.0}),
     ("residual+logvar, hot states", "residual+logvar", {"hot_states_K": 3000.0}),
+    ("residual, tilted", "residual", {"continuations": "tilted"}),
+    (
+        "residual, tilted, hot states",
+        "residual",
+        {"continuations": "tilted", "hot_states_K": 3000.0},
+    ),
 ]
 
 

@@ -117,6 +117,16 @@ def main() -> None:
         fw = row["forward"]
         row["ratio_to_htst"] = fw["rate_per_fs"] / fw_htst.rate_per_fs
         row["ratio_to_htst_se"] = fw["rate_se_per_fs"] / fw_htst.rate_per_fs
+        # Work-normalised variance: relative variance of the rate times the
+        # walker-steps it took. Brute force counting N transitions has relative
+        # variance 1/N after N / (k Δt) walker-steps: 1 / (k Δt), with k taken
+        # from HTST (brute force cannot be run at the low temperatures).
+        steps = fw["walker_steps"] + fw["flux_walker_steps"]
+        is_wnv = (fw["rate_se_per_fs"] / fw["rate_per_fs"]) ** 2 * steps
+        bf_wnv = 1.0 / (fw_htst.rate_per_fs * DT_FS)
+        row["work_normalised_variance"] = is_wnv
+        row["bruteforce_work_normalised_variance"] = bf_wnv
+        row["efficiency_vs_bruteforce"] = bf_wnv / is_wnv
         if t == 600:
             row["bruteforce"] = [
                 {k: r[k] for k in ("timestep_fs", "rate_per_fs", "rate_se_per_fs")}

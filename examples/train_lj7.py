@@ -12,6 +12,7 @@ temperature (exit points from a flux run there).
 
     python examples/train_lj7.py                       # all four temperatures
     python examples/train_lj7.py --temperatures 600    # 600 K only
+    python examples/train_lj7.py --start-from lj7-600K # 500, 400, 300 K only
 
 Writes ``ase_rare/data/importance/lj7-<T>K.pt`` and the training record
 ``data/references/lj7_training.json`` (times, losses, relative variance per root).
@@ -94,6 +95,12 @@ def main() -> None:
     p.add_argument(
         "--out", default=str(HERE.parent / "data" / "references" / "lj7_training.json")
     )
+    p.add_argument(
+        "--start-from",
+        default=None,
+        help="skip the labelled 600 K fit: transfer down from this shipped name "
+        "or file (e.g. lj7-600K); the record goes to lj7_transfer.json",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -102,6 +109,17 @@ def main() -> None:
     temperatures = sorted(args.temperatures, reverse=True)
     record = {"timestep_fs": DT_FS, "network": NETWORK, "steps": []}
     previous = None
+    if args.start_from is not None:
+        from ase_rare.data import load_importance as load_shipped
+
+        try:
+            previous = load_shipped(args.start_from)
+        except FileNotFoundError:
+            previous = load_importance(args.start_from)
+        record["start_from"] = args.start_from
+        temperatures = [t for t in temperatures if t < previous.temperature_K]
+        if args.out == p.get_default("out"):
+            args.out = str(Path(args.out).with_name("lj7_transfer.json"))
     for t in temperatures:
         t0, c0 = time.perf_counter(), time.process_time()
         step = {"temperature_K": t}
