@@ -2,9 +2,10 @@
 
 Brute force (unbiased, 4096 walkers, put back in A after each transition) gives
 the rate and channel split at 2000 K, where transitions are frequent enough.
-The shipped ``rugged-1000K`` MLP is carried up to 1500 and 2000 K by warm starts
-(logit rescaled by T_old / T_new, a few iterations of residual + log-variance)
-and the rate is estimated by importance sampling at every temperature: at
+The shipped ``rugged-2000K`` MLP is carried down to 1500 and 1000 K by warm
+starts (logit rescaled by T_old / T_new, a few iterations of residual +
+log-variance; ``--start``, ``--ladder``) and the rate is estimated by
+importance sampling at every temperature: at
 2000 K against brute force at the same Δt, at 1500 K and 1000 K where brute
 force would need 1/(k Δt) walker-steps per transition. Δt = 0.005 fs.
 
@@ -28,6 +29,7 @@ from ase import units
 
 from ase_rare.bruteforce import BruteForce
 from ase_rare.data import load_importance
+from ase_rare.importance import load_importance as load_file
 from ase_rare.training import warm_start
 
 HERE = Path(__file__).resolve().parent
@@ -78,7 +80,14 @@ def main() -> None:
     p.add_argument("--walkers", type=int, default=4096)
     p.add_argument("--equilibrate-fs", type=float, default=5.0)
     p.add_argument("--compile", action="store_true", help="torch.compile the engine")
-    p.add_argument("--up", type=float, nargs="*", default=[1500, 2000])
+    p.add_argument("--start", default="rugged-2000K", help="shipped name or file")
+    p.add_argument(
+        "--ladder",
+        type=float,
+        nargs="*",
+        default=[1500, 1000],
+        help="temperatures to carry the function to, in order (K)",
+    )
     p.add_argument("--target", type=float, default=3.0, help="relative variance/root")
     p.add_argument("--max-iterations", type=int, default=4)
     p.add_argument("--roots", type=int, default=2000)
@@ -100,14 +109,17 @@ def main() -> None:
         flush=True,
     )
 
-    shipped = load_importance("rugged-1000K", n_atoms=7)
+    try:
+        shipped = load_importance(args.start, n_atoms=7)
+    except FileNotFoundError:
+        shipped = load_file(args.start, n_atoms=7)
     rows = []
     m = measure(shipped, shipped.temperature_K, args.roots, seed=args.seed)
     m.update(trained_from_K=None, training=[], training_cpu_s=0.0)
     print(describe(f"{shipped.temperature_K:g} K", m), flush=True)
     rows.append(m)
     net, t_old = shipped, shipped.temperature_K
-    for t_new in args.up:
+    for t_new in args.ladder:
         net = warm_start(net, t_old, t_new)
         history, cpu = train(
             net,
@@ -151,7 +163,7 @@ def main() -> None:
             )
     rows.sort(key=lambda r: -r["temperature_K"])
     report = {
-        "importance": "rugged-1000K",
+        "importance": args.start,
         "timestep_fs": TIMESTEP_FS,
         "bruteforce": bf,
         "importance_sampling": rows,

@@ -20,7 +20,7 @@ IMPORTANCE_DIR = Path(__file__).with_name("importance")
 #: Name of each shipped importance function and the script that makes it.
 SOURCES = {
     "two-channel-1000K": "examples/train_two_channel.py",
-    "rugged-1000K": "examples/train_rugged.py",
+    "rugged-2000K": "examples/train_rugged.py",
     "lj7-600K": "examples/train_lj7.py",
     "lj7-500K": "examples/train_lj7.py",
     "lj7-400K": "examples/train_lj7.py",
