@@ -7,6 +7,13 @@ whose statistics are discarded, and writes the results to JSON.
     python examples/lj7_bruteforce.py                # 600 K, dt = 0.005, 0.0025 fs
     python examples/lj7_bruteforce.py --transitions 50 --walkers 512   # quick look
 
+The long reference ``data/references/lj7_bruteforce_600K_long.json`` (2002
+transitions, 26 min on one core)::
+
+    OMP_NUM_THREADS=1 python examples/lj7_bruteforce.py --timesteps 0.005 \
+        --transitions 2000 --seed 4242 --modes \
+        --out data/references/lj7_bruteforce_600K_long.json
+
 Published brute-force value: 4.41e-4 fs⁻¹ (HTST: 4.59e-4 fs⁻¹).
 """
 

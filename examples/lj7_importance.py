@@ -100,9 +100,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     system = lj7_system(modes=True)
-    brute = json.loads(
-        (HERE.parent / "data" / "references" / "lj7_bruteforce_600K.json").read_text()
-    )
+    # The long run (2000 transitions) first: it is the reference compared with.
+    refs = HERE.parent / "data" / "references"
+    brute = {"runs": []}
+    for name in ("lj7_bruteforce_600K_long.json", "lj7_bruteforce_600K.json"):
+        if (refs / name).exists():
+            brute["runs"] += json.loads((refs / name).read_text())["runs"]
     rows = []
     for t in args.temperatures:
         importance = load_importance(f"lj7-{t:.0f}K")
