@@ -12,6 +12,17 @@ starting one measured the same way.
 
     python examples/refine_lj7.py [--iterations 12] [--paths 512]
 
+Measured so far (each result on the same 4000 roots, shipped lj7-600K:
+rate 9.8e-5 fs⁻¹, relative variance 137 per root; brute force 4.42e-4): the
+default, residual+logvar, 1.25e-4 and 147; ``--loss residual --fit-steps 400``
+collapsed (P̂ on its own paths fell to 1e-9); ``--loss residual
+--continuations tilted`` 2.4e-4 and 392; ``--loss residual+logvar
+--continuations tilted --fit-steps 100 --learning-rate 3e-4 --near-states
+10000 --iterations 10`` 2.5e-4 and 154. None of them samples modes M3 and M4
+(about 1 % against 19 % each), so none is shipped; the 512-path measurement
+the loop uses to pick its best iteration (22.8 for the last) is dominated by
+noise at such weights.
+
 Writes ``ase_rare/data/importance/lj7-600K.pt`` (when improved) and
 ``data/references/lj7_refine.json`` (the history, times).
 """
