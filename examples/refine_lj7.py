@@ -12,7 +12,8 @@ starting one measured the same way.
 
     python examples/refine_lj7.py [--iterations 12] [--paths 512]
 
-Measured so far (each result on the same 4000 roots, shipped lj7-600K:
+Measured so far (each on the same 4000 roots with
+``examples/compare_lj7_functions.py``; shipped lj7-600K:
 rate 9.8e-5 fs⁻¹, relative variance 137 per root; brute force 4.42e-4): the
 default, residual+logvar, 1.25e-4 and 147; ``--loss residual --fit-steps 400``
 collapsed (P̂ on its own paths fell to 1e-9); ``--loss residual

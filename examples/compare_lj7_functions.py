@@ -1,0 +1,117 @@
+"""Measure LJ7 600 K importance functions side by side on the same roots.
+
+One flux run (its exit points are the roots) and one tilted path per root with
+each function, the same seeds for all: rate ± SE, relative variance per root
+of P̂ (n · (SE/P̂)²), naive estimate, mode fractions M1-M4 reweighted and
+naive, successes, walker-steps per root and CPU seconds. This is how the
+refinements in ``examples/refine_lj7.py`` were judged; the training loop's own
+512-path measurement is too noisy for heavy-tailed weights.
+
+    python examples/compare_lj7_functions.py lj7-600K my-refined.pt [--roots 4000]
+
+Prints a line per function and writes ``--out`` (JSON) when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from ase import units
+
+from ase_rare.data import load_importance as load_shipped
+from ase_rare.estimate import estimate_rate, measure_flux
+from ase_rare.importance import load_importance as load_file
+from ase_rare.systems import lj7_system
+
+DT_FS = 0.005
+
+
+def load(name: str):
+    try:
+        return load_shipped(name, n_atoms=7)
+    except FileNotFoundError:
+        return load_file(name, n_atoms=7)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("functions", nargs="+", help="shipped names or .pt files")
+    p.add_argument("--roots", type=int, default=4000)
+    p.add_argument("--temperature", type=float, default=600.0, help="K")
+    p.add_argument("--seed", type=int, default=77)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    system = lj7_system(modes=True)
+    dt = DT_FS * units.fs
+    flux = measure_flux(
+        system.start_A,
+        system.A,
+        system.B,
+        timestep=dt,
+        temperature_K=args.temperature,
+        n_exit_points=args.roots,
+        seed=args.seed,
+        compile=True,
+    )
+    rows = []
+    for name in args.functions:
+        cpu = time.process_time()
+        r = estimate_rate(
+            system.start_A,
+            load(name),
+            system.A,
+            system.B,
+            timestep=dt,
+            temperature_K=args.temperature,
+            flux=flux,
+            n_roots=args.roots,
+            max_steps=4000,
+            channels=system.channels,
+            seed=args.seed + 1,
+        )
+        p_rel = r.success_probability_se / r.success_probability
+        row = dict(
+            function=name,
+            rate_per_fs=r.rate_per_fs,
+            rate_se_per_fs=r.rate_se_per_fs,
+            relative_variance=r.n_roots * p_rel**2,
+            naive_success_probability=r.naive_success_probability,
+            channel_fractions=r.channel_fractions,
+            naive_channel_fractions=r.naive_channel_fractions,
+            n_successes=r.n_successes,
+            walker_steps_per_root=r.walker_steps / r.n_roots,
+            cpu_s=time.process_time() - cpu,
+        )
+        rows.append(row)
+        modes = " / ".join(f"{100 * f:.1f}" for f in r.channel_fractions)
+        print(
+            f"{name}: rate ({r.rate_per_fs:.3e} ± {r.rate_se_per_fs:.2e}) fs⁻¹, "
+            f"relative variance {row['relative_variance']:.1f} per root, naive P "
+            f"{r.naive_success_probability:.2e}, M1-M4 {modes} %, "
+            f"{r.n_successes} successes, {row['cpu_s']:.0f} CPU s",
+            flush=True,
+        )
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "temperature_K": args.temperature,
+                    "timestep_fs": DT_FS,
+                    "n_roots": args.roots,
+                    "seed": args.seed,
+                    "flux_per_fs": flux.flux_per_fs,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
