@@ -12,15 +12,16 @@ starting one measured the same way.
 
     python examples/refine_lj7.py [--iterations 12] [--paths 512]
 
-Measured so far (each on the same 4000 roots with
-``examples/compare_lj7_functions.py``; shipped lj7-600K:
+Measured from the cross-entropy function of ``examples/train_lj7.py`` (each
+on the same 4000 roots with ``examples/compare_lj7_functions.py``; start:
 rate 9.8e-5 fs⁻¹, relative variance 137 per root; brute force 4.42e-4): the
 default, residual+logvar, 1.25e-4 and 147; ``--loss residual --fit-steps 400``
 collapsed (P̂ on its own paths fell to 1e-9); ``--loss residual
 --continuations tilted`` 2.4e-4 and 392; ``--loss residual+logvar
 --continuations tilted --fit-steps 100 --learning-rate 3e-4 --near-states
 10000 --iterations 10`` 2.5e-4 and 154. None of them samples modes M3 and M4
-(about 1 % against 19 % each), so none is shipped; the 512-path measurement
+(about 1 % against 19 % each), so none is shipped (the shipped function comes
+from ``examples/train_lj7_interfaces.py``); the 512-path measurement
 the loop uses to pick its best iteration (22.8 for the last) is dominated by
 noise at such weights.
 

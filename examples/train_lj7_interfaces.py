@@ -50,12 +50,12 @@ def measure(importance, system, flux, n_roots, seed):
         channels=system.channels,
         seed=seed,
     )
-    p_rel = r.success_probability_se / r.success_probability
+    p_rel = float(r.success_probability_se / r.success_probability)
     return dict(
-        rate_per_fs=r.rate_per_fs,
-        rate_se_per_fs=r.rate_se_per_fs,
+        rate_per_fs=float(r.rate_per_fs),
+        rate_se_per_fs=float(r.rate_se_per_fs),
         relative_variance=r.n_roots * p_rel**2,
-        naive_success_probability=r.naive_success_probability,
+        naive_success_probability=float(r.naive_success_probability),
         channel_fractions=r.channel_fractions,
         cpu_s=time.process_time() - t0,
     )
@@ -125,7 +125,7 @@ def main() -> None:
         )
     after = measure(importance, system, check, args.roots, 78)
     print(f"after: {after}", flush=True)
-    improved = after["relative_variance"] < before["relative_variance"]
+    improved = bool(after["relative_variance"] < before["relative_variance"])
     if improved:
         importance.save(args.save)
     record = {
@@ -140,7 +140,7 @@ def main() -> None:
         "wall_time_s": time.perf_counter() - t0,
         "saved": improved,
     }
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps(record, indent=1, default=float) + "\n")
 
 
 if __name__ == "__main__":

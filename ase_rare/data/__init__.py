@@ -21,10 +21,10 @@ IMPORTANCE_DIR = Path(__file__).with_name("importance")
 SOURCES = {
     "two-channel-1000K": "examples/train_two_channel.py",
     "rugged-2000K": "examples/train_rugged.py",
-    "lj7-600K": "examples/train_lj7.py",
-    "lj7-500K": "examples/train_lj7.py",
-    "lj7-400K": "examples/train_lj7.py",
-    "lj7-300K": "examples/train_lj7.py",
+    "lj7-600K": "examples/train_lj7.py; then examples/train_lj7_interfaces.py",
+    "lj7-500K": "examples/train_lj7.py --start-from lj7-600K",
+    "lj7-400K": "examples/train_lj7.py --start-from lj7-600K",
+    "lj7-300K": "examples/train_lj7.py --start-from lj7-600K",
 }
 
 
