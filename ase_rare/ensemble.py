@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
+from ase_rare._atomic import save_atomic
 from ase_rare.bruteforce import BruteForceResult
 from ase_rare.channels import ChannelClassifier
 from ase_rare.constraints import free_coordinates_of
@@ -982,26 +982,7 @@ class Ensemble:
             "batches": {b: r.to_arrays() for b, r in self.batches.items()},
             "wall_time_s": self.wall_time_s,
         }
-        tmp = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(data, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
-            message = (
-                f"could not write the checkpoint {path} ({err}); the previous "
-                "checkpoint, if any, is intact. Free disk space or choose a "
-                "writable checkpoint path."
-            )
-            # With an errno, OSError keeps the subclass (PermissionError, ...).
-            args = (message,) if err.errno is None else (err.errno, message)
-            raise OSError(*args) from err
+        save_atomic(data, path, "checkpoint")
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
         """Take the finished batches from ``path`` (default: ``checkpoint``).

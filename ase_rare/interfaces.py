@@ -19,10 +19,6 @@ P_AB, and ``ln q̄_{k+1}`` turns every crossing count into information on
 the binomial likelihood of those counts. The interfaces need not be good for
 the data to be right — unbiased runs decide where they go, through every
 channel — but the better ``ln I`` orders states, the less each level costs.
-
->>> from ase_rare.interfaces import InterfaceStates
->>> InterfaceStates.__name__
-'InterfaceStates'
 """
 
 from __future__ import annotations

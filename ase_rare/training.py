@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
+from ase_rare._atomic import save_atomic
 from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import LangevinParameters, draw_noise, overdamped_step
 from ase_rare.regions import Region
@@ -625,29 +625,6 @@ def _settings_digest(data) -> str:
     return h.hexdigest()[:16]
 
 
-def _write_atomic(data: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over path."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        message = (
-            f"could not write the training checkpoint {path} ({err}); the previous "
-            "checkpoint, if any, is intact. Free disk space or choose a writable "
-            "checkpoint path."
-        )
-        args = (message,) if err.errno is None else (err.errno, message)
-        raise OSError(*args) from err
-
-
 def _read_checkpoint(path: Path, settings: dict) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=False)
@@ -1053,7 +1030,7 @@ def train_importance(
             "stopped": stopped,
             "finished": finished,
         }
-        _write_atomic(
+        save_atomic(
             {
                 "version": CHECKPOINT_VERSION,
                 "settings": settings,
@@ -1061,6 +1038,7 @@ def train_importance(
                 "state": state,
             },
             checkpoint,
+            "training checkpoint",
         )
 
     bar = None

@@ -22,19 +22,41 @@ from pathlib import Path
 import torch
 from ase import units
 
-from ase_rare.data import load_importance as load_shipped
+from ase_rare.data import load_importance
 from ase_rare.estimate import estimate_rate, measure_flux
-from ase_rare.importance import load_importance as load_file
 from ase_rare.systems import lj7_system
 
 DT_FS = 0.005
 
 
-def load(name: str):
-    try:
-        return load_shipped(name, n_atoms=7)
-    except FileNotFoundError:
-        return load_file(name, n_atoms=7)
+def measure(importance, system, flux, n_roots, seed, *, temperature_K=None) -> dict:
+    """One tilted path per root from ``flux``'s exit points; the numbers above."""
+    cpu = time.process_time()
+    r = estimate_rate(
+        system.start_A,
+        importance,
+        system.A,
+        system.B,
+        timestep=DT_FS * units.fs,
+        temperature_K=temperature_K or importance.temperature_K,
+        flux=flux,
+        n_roots=n_roots,
+        max_steps=4000,
+        channels=system.channels,
+        seed=seed,
+    )
+    p_rel = float(r.success_probability_se / r.success_probability)
+    return dict(
+        rate_per_fs=float(r.rate_per_fs),
+        rate_se_per_fs=float(r.rate_se_per_fs),
+        relative_variance=r.n_roots * p_rel**2,
+        naive_success_probability=float(r.naive_success_probability),
+        channel_fractions=r.channel_fractions,
+        naive_channel_fractions=r.naive_channel_fractions,
+        n_successes=r.n_successes,
+        walker_steps_per_root=r.walker_steps / r.n_roots,
+        cpu_s=time.process_time() - cpu,
+    )
 
 
 def main() -> None:
@@ -60,40 +82,22 @@ def main() -> None:
     )
     rows = []
     for name in args.functions:
-        cpu = time.process_time()
-        r = estimate_rate(
-            system.start_A,
-            load(name),
-            system.A,
-            system.B,
-            timestep=dt,
+        row = measure(
+            load_importance(name, n_atoms=7),
+            system,
+            flux,
+            args.roots,
+            args.seed + 1,
             temperature_K=args.temperature,
-            flux=flux,
-            n_roots=args.roots,
-            max_steps=4000,
-            channels=system.channels,
-            seed=args.seed + 1,
         )
-        p_rel = r.success_probability_se / r.success_probability
-        row = dict(
-            function=name,
-            rate_per_fs=r.rate_per_fs,
-            rate_se_per_fs=r.rate_se_per_fs,
-            relative_variance=r.n_roots * p_rel**2,
-            naive_success_probability=r.naive_success_probability,
-            channel_fractions=r.channel_fractions,
-            naive_channel_fractions=r.naive_channel_fractions,
-            n_successes=r.n_successes,
-            walker_steps_per_root=r.walker_steps / r.n_roots,
-            cpu_s=time.process_time() - cpu,
-        )
+        row = {"function": name, **row}
         rows.append(row)
-        modes = " / ".join(f"{100 * f:.1f}" for f in r.channel_fractions)
+        modes = " / ".join(f"{100 * f:.1f}" for f in row["channel_fractions"])
         print(
-            f"{name}: rate ({r.rate_per_fs:.3e} ± {r.rate_se_per_fs:.2e}) fs⁻¹, "
-            f"relative variance {row['relative_variance']:.1f} per root, naive P "
-            f"{r.naive_success_probability:.2e}, M1-M4 {modes} %, "
-            f"{r.n_successes} successes, {row['cpu_s']:.0f} CPU s",
+            f"{name}: rate ({row['rate_per_fs']:.3e} ± {row['rate_se_per_fs']:.2e}) "
+            f"fs⁻¹, relative variance {row['relative_variance']:.1f} per root, "
+            f"naive P {row['naive_success_probability']:.2e}, M1-M4 {modes} %, "
+            f"{row['n_successes']} successes, {row['cpu_s']:.0f} CPU s",
             flush=True,
         )
     if args.out:

@@ -29,7 +29,6 @@ from ase import units
 
 from ase_rare.bruteforce import BruteForce
 from ase_rare.data import load_importance
-from ase_rare.importance import load_importance as load_file
 from ase_rare.training import warm_start
 
 HERE = Path(__file__).resolve().parent
@@ -109,10 +108,7 @@ def main() -> None:
         flush=True,
     )
 
-    try:
-        shipped = load_importance(args.start, n_atoms=7)
-    except FileNotFoundError:
-        shipped = load_file(args.start, n_atoms=7)
+    shipped = load_importance(args.start, n_atoms=7)
     rows = []
     m = measure(shipped, shipped.temperature_K, args.roots, seed=args.seed)
     m.update(trained_from_K=None, training=[], training_cpu_s=0.0)

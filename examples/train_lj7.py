@@ -112,10 +112,7 @@ def main() -> None:
     if args.start_from is not None:
         from ase_rare.data import load_importance as load_shipped
 
-        try:
-            previous = load_shipped(args.start_from)
-        except FileNotFoundError:
-            previous = load_importance(args.start_from)
+        previous = load_shipped(args.start_from)
         record["start_from"] = args.start_from
         temperatures = [t for t in temperatures if t < previous.temperature_K]
         if args.out == p.get_default("out"):

@@ -25,40 +25,15 @@ from pathlib import Path
 
 import torch
 from ase import units
+from compare_lj7_functions import measure
 
 from ase_rare.data import IMPORTANCE_DIR, load_importance
-from ase_rare.estimate import estimate_rate, measure_flux
+from ase_rare.estimate import measure_flux
 from ase_rare.interfaces import train_on_interfaces
 from ase_rare.systems import lj7_system
 
 HERE = Path(__file__).resolve().parent
 DT_FS = 0.005
-
-
-def measure(importance, system, flux, n_roots, seed):
-    t0 = time.process_time()
-    r = estimate_rate(
-        system.start_A,
-        importance,
-        system.A,
-        system.B,
-        timestep=DT_FS * units.fs,
-        temperature_K=importance.temperature_K,
-        flux=flux,
-        n_roots=n_roots,
-        max_steps=4000,
-        channels=system.channels,
-        seed=seed,
-    )
-    p_rel = float(r.success_probability_se / r.success_probability)
-    return dict(
-        rate_per_fs=float(r.rate_per_fs),
-        rate_se_per_fs=float(r.rate_se_per_fs),
-        relative_variance=r.n_roots * p_rel**2,
-        naive_success_probability=float(r.naive_success_probability),
-        channel_fractions=r.channel_fractions,
-        cpu_s=time.process_time() - t0,
-    )
 
 
 def main() -> None:

@@ -558,3 +558,19 @@ def test_schnet_drives_the_path_sampler(kernel, rng):
     assert set(result.status) <= {REACHED_B, RETURNED_TO_A, STEP_CAP}
     assert (result.steps >= 1).all() and (result.steps <= 50).all()
     assert result.importance_evaluations > 0
+
+
+def test_shipped_loader_takes_a_name_or_a_file(tmp_path):
+    """``ase_rare.data.load_importance`` loads a shipped name or a saved file,
+    and refuses a name that is neither."""
+    from ase_rare import data
+
+    shipped = data.load_importance("two-channel-1000K")
+    path = tmp_path / "mine.pt"
+    shipped.save(path)
+    again = data.load_importance(str(path))
+    x = torch.zeros((3, 1, 3), dtype=torch.float64)
+    x[:, 0, 0] = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64)
+    assert torch.equal(shipped.log_importance(x), again.log_importance(x))
+    with pytest.raises(FileNotFoundError, match="no shipped importance function"):
+        data.load_importance("lj7-900K")

@@ -52,8 +52,11 @@ def load_importance(name: str, *, n_atoms: int | None = None) -> ImportanceFunct
     Parameters
     ----------
     name : str
-        One of :func:`available`.
+        One of :func:`available`, or the path of a saved ``.pt`` file (a file
+        that exists is loaded as it is).
     n_atoms : int, optional
         Atom count of the system it will be used on; a mismatch is an error.
     """
+    if Path(name).is_file():
+        return _load_file(name, n_atoms=n_atoms)
     return _load_file(path(name), n_atoms=n_atoms)
