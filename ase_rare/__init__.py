@@ -12,7 +12,7 @@ from ase_rare.bruteforce import BruteForce, BruteForceResult, brute_force_rate
 from ase_rare.cv import AtomCoordinates, CollectiveVariable, CoordinationMoments
 from ase_rare.dynamics import ImportanceLangevin, OverdampedLangevin
 from ase_rare.ensemble import Branching, Ensemble
-from ase_rare.estimate import estimate_rate, measure_flux
+from ase_rare.estimate import estimate_rate, importance_roots, measure_flux
 from ase_rare.importance import (
     GridImportance,
     ImportanceFunction,
@@ -49,6 +49,7 @@ __all__ = [
     "StatisticsLogger",
     "brute_force_rate",
     "estimate_rate",
+    "importance_roots",
     "load_importance",
     "measure_flux",
     "BatchedCalculator",

@@ -55,6 +55,13 @@ class BruteForceResult(JSONResult):
     :func:`ratio_with_error`). "Time from A" is the time during which a walker's
     last visited region was A; the A -> B rate is transitions per unit time from
     A, which equals flux × probability of success (``J_A · P_AB``).
+
+    ``exit_points`` (Å) and ``exit_walkers`` are a uniform sample of the exits
+    and the walker each came from. A result passed through
+    :func:`ase_rare.estimate.importance_roots` holds the drawn roots instead,
+    with ``root_log_weights`` (ln of each root's weight ``1 / (N p)``), the
+    size of the pool they were drawn from and the relative standard error of
+    the pool's own mean committor (estimated with ``I`` in its place).
     """
 
     temperature_K: float
@@ -82,6 +89,10 @@ class BruteForceResult(JSONResult):
     wall_time_s: float = 0.0
     seed: int | None = None
     exit_points: np.ndarray | None = field(default=None, repr=False)
+    exit_walkers: np.ndarray | None = field(default=None, repr=False)
+    root_log_weights: np.ndarray | None = field(default=None, repr=False)
+    root_pool_size: int = 0
+    root_pool_relative_se: float = 0.0
 
     @property
     def mean_first_passage_time_fs(self) -> float:
@@ -99,7 +110,8 @@ class BruteForceResult(JSONResult):
     def to_dict(self) -> dict:
         """JSON-ready dictionary (exit points are left out; save them separately)."""
         d = asdict(self)
-        d.pop("exit_points")
+        for key in ("exit_points", "exit_walkers", "root_log_weights"):
+            d.pop(key)
         return json_safe(d)
 
     def summary(self) -> str:
@@ -138,23 +150,30 @@ class BruteForceResult(JSONResult):
 
 
 class _ExitReservoir:
-    """A uniform random sample of fixed size from a stream of exit points."""
+    """A uniform random sample of fixed size from a stream of exit points.
+
+    Each point keeps the index of the walker it came from: exits of one walker
+    are correlated, those of different walkers independent.
+    """
 
     def __init__(self, capacity: int, shape, generator: torch.Generator):
         self.capacity = int(capacity)
         self.buffer = torch.empty((self.capacity, *shape), dtype=DTYPE)
+        self.walker = torch.empty(self.capacity, dtype=torch.long)
         self.seen = 0
         self.generator = generator
 
-    def add(self, points: torch.Tensor) -> None:
+    def add(self, points: torch.Tensor, walkers: torch.Tensor) -> None:
         m = points.shape[0]
         if m == 0 or self.capacity == 0:
             return
         points = points.detach().cpu()
+        walkers = walkers.detach().cpu()
         fill = min(max(self.capacity - self.seen, 0), m)
         if fill:
             self.buffer[self.seen : self.seen + fill] = points[:fill]
-        rest = points[fill:]
+            self.walker[self.seen : self.seen + fill] = walkers[:fill]
+        rest, rest_walkers = points[fill:], walkers[fill:]
         if rest.shape[0]:
             # Reservoir sampling: item t replaces a random slot with prob K/(t+1);
             # the latest accepted item per slot wins, as in the sequential scheme.
@@ -170,10 +189,14 @@ class _ExitReservoir:
                 winner.scatter_reduce_(0, slots, idx, reduce="amax")
                 hit = winner >= 0
                 self.buffer[hit] = rest[winner[hit]]
+                self.walker[hit] = rest_walkers[winner[hit]]
         self.seen += m
 
     def points(self) -> np.ndarray:
         return self.buffer[: min(self.seen, self.capacity)].numpy().copy()
+
+    def walkers(self) -> np.ndarray:
+        return self.walker[: min(self.seen, self.capacity)].numpy().copy()
 
 
 class BruteForce:
@@ -367,7 +390,7 @@ class BruteForce:
         exit_a = self.in_a & ~in_a
         if bool(exit_a.any()):
             self.n_exit += exit_a
-            self.exits.add(new[exit_a])
+            self.exits.add(new[exit_a], exit_a.nonzero().squeeze(1))
 
         if self.tracker is not None:
             self.tracker.update(x, new, energy)
@@ -473,6 +496,7 @@ class BruteForce:
             wall_time_s=self.wall_time_s,
             seed=self.seed,
             exit_points=self.exits.points(),
+            exit_walkers=self.exits.walkers(),
         )
 
 
@@ -497,14 +521,18 @@ def shoot(
     max_steps: int,
     *,
     planar: bool | None = None,
+    undecided: str = "raise",
 ) -> torch.Tensor:
     """Run unbiased walkers from ``starts`` ``(W, N, 3)`` until each enters A or B.
 
     Returns a boolean ``(W,)`` tensor, True where B was reached first: its mean is
     a brute-force estimate of the committor of the starting configurations (of
-    the discrete chain at ``params.timestep_fs``), with binomial error. Raises
-    RuntimeError if any walker is undecided after ``max_steps``.
+    the discrete chain at ``params.timestep_fs``), with binomial error. A walker
+    still undecided after ``max_steps`` raises RuntimeError, or with
+    ``undecided="fail"`` counts as not having reached B.
     """
+    if undecided not in ("raise", "fail"):
+        raise ValueError(f"undecided must be 'raise' or 'fail'; got {undecided!r}")
     if planar is None:
         planar = bool(getattr(potential, "planar", False))
     x = starts.clone()
@@ -521,6 +549,8 @@ def shoot(
         in_a, in_b = A.contains(xa), B.contains(xa)
         reached_b[idx[in_b]] = True
         alive[idx[in_a | in_b]] = False
+    if undecided == "fail":
+        return reached_b
     raise RuntimeError(
         f"{int(alive.sum())} walkers are undecided after {max_steps} steps; raise "
         "max_steps"

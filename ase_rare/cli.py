@@ -283,6 +283,8 @@ def _quick(raw: dict) -> dict:
     flux = raw.setdefault("flux", {})
     if "n_exit_points" in flux:
         flux["n_exit_points"] = max(n, min(flux["n_exit_points"], n))
+    if "root_pool" in flux:
+        flux["root_pool"] = min(flux["root_pool"], 20_000)
     out = raw.setdefault("output", {})
     out["paths"] = min(out.get("paths", 20), 5)
     refs = raw.get("references")

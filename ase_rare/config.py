@@ -419,12 +419,17 @@ class FluxConfig:
     """The unbiased run in A that gives J_A and the exit points (roots).
 
     ``n_exit_points`` defaults to the number of roots; ``equilibrate_fs`` in fs.
+    ``root_pool``, if set, is the number of exits (every exit is kept) from
+    which the roots are drawn in proportion to the importance function
+    (:func:`ase_rare.estimate.importance_roots`); ``n_exit_points`` is then
+    not used.
     """
 
     n_exit_points: int | None = None
     n_walkers: int = 256
     equilibrate_fs: float = 5.0
     compile: bool = False
+    root_pool: int | None = None
 
 
 @dataclass(frozen=True)
@@ -834,7 +839,10 @@ def _train(importance: _Table) -> TrainConfig:
 
 
 def _flux(top: _Table) -> FluxConfig:
-    t = top.table("flux", ("n_exit_points", "n_walkers", "equilibrate_fs", "compile"))
+    t = top.table(
+        "flux",
+        ("n_exit_points", "n_walkers", "equilibrate_fs", "compile", "root_pool"),
+    )
     if t is None:
         return FluxConfig()
     return FluxConfig(
@@ -842,6 +850,7 @@ def _flux(top: _Table) -> FluxConfig:
         n_walkers=t.integer("n_walkers", 256, minimum=1),
         equilibrate_fs=t.number("equilibrate_fs", 5.0, unit="fs", minimum=0.0),
         compile=t.boolean("compile", False),
+        root_pool=t.integer("root_pool", None, minimum=2),
     )
 
 
@@ -988,6 +997,12 @@ def _references(top: _Table, base: Path, system: SystemConfig) -> ReferencesConf
 
 def _cross_checks(config: RunConfig, top: _Table) -> None:
     e, f = config.ensemble, config.flux
+    if f.root_pool is not None and f.n_exit_points is not None:
+        raise top.error(
+            "[flux] sets both root_pool and n_exit_points; with root_pool the "
+            "roots are drawn from a pool of that many exits, so leave "
+            "n_exit_points out"
+        )
     if f.n_exit_points is not None and f.n_exit_points < e.n_roots:
         raise top.error(
             f"[flux] n_exit_points = {f.n_exit_points} is smaller than [ensemble] "

@@ -41,7 +41,11 @@ from ase_rare._atomic import save_atomic
 from ase_rare.bruteforce import BruteForceResult
 from ase_rare.channels import ChannelClassifier
 from ase_rare.constraints import free_coordinates_of
-from ase_rare.estimate import check_flux_matches
+from ase_rare.estimate import (
+    check_flux_matches,
+    root_weights,
+    weighted_success_probability,
+)
 from ase_rare.importance.base import ImportanceFunction
 from ase_rare.kernels import (
     LangevinParameters,
@@ -479,6 +483,8 @@ class Ensemble:
         self.A, self.B = A, B
         self.flux = flux
         self.roots = torch.as_tensor(flux.exit_points[:n_roots], dtype=DTYPE)
+        # Roots drawn in proportion to I (importance_roots) carry weights.
+        self.root_weights = root_weights(flux, n_roots)
         self.n_roots = n_roots
         self.roots_per_batch = roots_per_batch
         self.branching = branching
@@ -869,7 +875,18 @@ class Ensemble:
 
     def partial_success_probability(self) -> float:
         parts = self._ordered()
-        return float(np.concatenate([p.contribution for p in parts]).mean())
+        s = np.concatenate([p.contribution for p in parts])
+        return float((s * self._done_root_weights()).mean())
+
+    def _done_root_weights(self) -> np.ndarray:
+        """Root weights of the finished batches, in the order of ``_ordered``."""
+        rpb = self.roots_per_batch
+        return np.concatenate(
+            [
+                self.root_weights[b * rpb : b * rpb + len(self.batches[b].contribution)]
+                for b in sorted(self.batches)
+            ]
+        )
 
     def result(self) -> RateResult:
         """The rate from the batches finished so far (all of them after ``run``)."""
@@ -878,8 +895,10 @@ class Ensemble:
             raise RuntimeError("no batch has finished yet; call run() first")
         s = np.concatenate([p.contribution for p in parts])
         n = len(s)
-        p = s.mean()
-        p_se = s.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        omega = self._done_root_weights()
+        p, p_se = weighted_success_probability(
+            s, omega, self.flux.root_pool_relative_se
+        )
         flux, flux_se = self.flux.flux_per_fs, self.flux.flux_se_per_fs
         rel = math.hypot(p_se / p if p > 0 else math.nan, flux_se / flux)
         log_i0 = np.concatenate([p.log_importance_start for p in parts])
@@ -894,6 +913,7 @@ class Ensemble:
         if self.channels is not None:
             names = list(self.channels.names)
             s_c = np.concatenate([p.channel_contribution for p in parts])
+            s_c = s_c * omega[:, None]
             f, f_se = channel_fractions_by_root(s_c, seed=self.seed)
             counts = sum(p.channel_successes for p in parts)
             fr, fr_se = f.tolist(), f_se.tolist()
@@ -911,8 +931,8 @@ class Ensemble:
             success_probability_se=p_se,
             flux_per_fs=flux,
             flux_se_per_fs=flux_se,
-            naive_rate_per_fs=flux * i0.mean(),
-            naive_success_probability=float(i0.mean()),
+            naive_rate_per_fs=flux * float((omega * i0).mean()),
+            naive_success_probability=float((omega * i0).mean()),
             n_roots=n,
             n_successes=sum(p.n_successes for p in parts),
             n_step_capped=sum(p.n_step_capped for p in parts),
@@ -929,6 +949,9 @@ class Ensemble:
             seed=self.seed,
             root_contributions=s.tolist(),
             root_log_importance=log_i0.tolist(),
+            root_log_weights=np.log(omega).tolist() if self.flux.root_pool_size else [],
+            root_pool_size=self.flux.root_pool_size,
+            root_pool_relative_se=self.flux.root_pool_relative_se,
         )
 
     # -- checkpoints ---------------------------------------------------------
@@ -937,6 +960,8 @@ class Ensemble:
         """A digest of everything that determines the result."""
         h = hashlib.sha256()
         h.update(self.roots.numpy().tobytes())
+        if self.flux.root_log_weights is not None:
+            h.update(self.root_weights.tobytes())
         for t in self.importance.state_dict().values():
             h.update(t.detach().cpu().numpy().tobytes())
         if self.free_coordinates is not None:

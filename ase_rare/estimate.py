@@ -34,11 +34,13 @@ def measure_flux(
     compile: bool = False,
     device: str = "cpu",
     progress: bool = False,
+    exits_per_point: int = 10,
 ) -> BruteForceResult:
     """Unbiased run in A: the flux J_A and a uniform sample of exit points.
 
-    Runs until at least ``10 × n_exit_points`` exits have been seen (so the
-    sample is spread over many independent excursions) after an equilibration
+    Runs until at least ``exits_per_point × n_exit_points`` exits have been
+    seen (so the sample is spread over many independent excursions; 1 keeps
+    every exit, the cheapest pool for :func:`importance_roots`) after an equilibration
     period whose statistics are discarded. Walkers that reach B are put back in
     A. The result's ``exit_points`` holds ``n_exit_points`` exit points.
 
@@ -61,7 +63,9 @@ def measure_flux(
     dt_fs = timestep / units.fs
     engine.run(max(1, int(round(equilibrate_fs / dt_fs))))
     engine.reset_statistics()
-    wanted = 10 * n_exit_points
+    if exits_per_point < 1:
+        raise ValueError(f"exits_per_point must be >= 1; got {exits_per_point}")
+    wanted = exits_per_point * n_exit_points
     bar = None
     if progress:
         import sys
@@ -77,6 +81,122 @@ def measure_flux(
         bar.update(wanted - bar.n)
         bar.close()
     return engine.result()
+
+
+def importance_roots(
+    flux: BruteForceResult,
+    importance: ImportanceFunction,
+    n_roots: int,
+    *,
+    uniform_fraction: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 8192,
+) -> BruteForceResult:
+    """Draw ``n_roots`` roots from a pool of exit points in proportion to ``I``.
+
+    ``P_AB`` is the mean committor over the exit points, and a few of them
+    carry most of it (on LJ7 at 600 K the 0.5 % of exits next to S2 hold a
+    third of it): uniform roots leave the error dominated by which exits
+    happened to be drawn. Here each exit ``j`` of the pool of ``N`` is drawn
+    (with replacement) with probability
+
+        p_j = (1 − u) · I(x_j) / Σ_k I(x_k) + u / N,
+
+    ``u = uniform_fraction`` > 0 keeping every exit possible, and its root
+    carries the weight ``1 / (N p_j)``: the estimate stays unbiased for the
+    pool's mean committor whatever ``I``, and with ``I`` near ``q`` the root
+    contributions are near equal. The pool's own sampling error (which no
+    choice of roots removes) is estimated with ``I`` in place of ``q`` over
+    the independent walkers of the flux run and carried into every rate error.
+
+    Returns a copy of ``flux`` holding the roots, their ``root_log_weights``,
+    ``root_pool_size`` and ``root_pool_relative_se``; pass it as ``flux=`` to
+    :func:`estimate_rate` or :class:`ase_rare.Ensemble` with the same
+    ``n_roots``. A large pool is cheap: ``measure_flux(...,
+    n_exit_points=10**6, exits_per_point=1)``.
+    """
+    import dataclasses
+
+    if flux.root_log_weights is not None:
+        raise ValueError(
+            "this flux result holds roots drawn by importance_roots already; "
+            "draw from the flux run's own exit points"
+        )
+    if flux.exit_points is None or len(flux.exit_points) < 2:
+        raise ValueError("the flux run holds no pool of exit points to draw from")
+    if not 0.0 < uniform_fraction <= 1.0:
+        raise ValueError(
+            f"uniform_fraction must lie in (0, 1] (0 would make exits with I = 0 "
+            f"impossible and the estimate biased); got {uniform_fraction}"
+        )
+    if n_roots < 2:
+        raise ValueError(f"n_roots must be >= 2; got {n_roots}")
+    x = torch.as_tensor(np.asarray(flux.exit_points), dtype=torch.float64)
+    n_pool = len(x)
+    with torch.no_grad():
+        log_i = torch.cat(
+            [
+                importance.log_importance(x[i : i + batch_size]).to(torch.float64)
+                for i in range(0, n_pool, batch_size)
+            ]
+        )
+    if not bool(torch.isfinite(log_i).all()):
+        raise ValueError(
+            "ln I is not finite at some exit points (inside A?); the pool must "
+            "hold exits from a flux run of the same regions"
+        )
+    log_p = torch.logaddexp(
+        math.log1p(-uniform_fraction) + log_i - torch.logsumexp(log_i, 0)
+        if uniform_fraction < 1
+        else torch.full_like(log_i, -math.inf),
+        torch.full_like(log_i, math.log(uniform_fraction) - math.log(n_pool)),
+    )
+    # Inverse-CDF draws (torch.multinomial stops at 2**24 categories).
+    generator = torch.Generator().manual_seed(seed)
+    cdf = torch.cumsum(torch.exp(log_p - log_p.max()), 0)
+    u = torch.rand(n_roots, generator=generator, dtype=torch.float64) * cdf[-1]
+    pick = torch.searchsorted(cdf, u).clamp(max=n_pool - 1)
+    i = torch.exp(log_i - log_i.max()).numpy()
+    if flux.exit_walkers is not None and len(flux.exit_walkers) == n_pool:
+        walker = np.asarray(flux.exit_walkers)
+    else:
+        walker = np.arange(n_pool)
+    _, block = np.unique(walker, return_inverse=True)
+    sums = np.bincount(block, weights=i)
+    counts = np.bincount(block).astype(float)
+    mean = sums.sum() / counts.sum()
+    m = len(sums)
+    var = m / max(m - 1, 1) * ((sums - mean * counts) ** 2).sum() / counts.sum() ** 2
+    return dataclasses.replace(
+        flux,
+        exit_points=x[pick].numpy(),
+        exit_walkers=None,
+        root_log_weights=(-(math.log(n_pool) + log_p[pick])).numpy(),
+        root_pool_size=n_pool,
+        root_pool_relative_se=float(math.sqrt(var) / mean),
+    )
+
+
+def root_weights(flux: BruteForceResult, n_roots: int) -> np.ndarray:
+    """The weight of each of the first ``n_roots`` roots (1 for uniform roots)."""
+    if flux.root_log_weights is None:
+        return np.ones(n_roots)
+    return np.exp(np.asarray(flux.root_log_weights[:n_roots], dtype=np.float64))
+
+
+def weighted_success_probability(
+    s: np.ndarray, weights: np.ndarray, pool_relative_se: float = 0.0
+) -> tuple[float, float]:
+    """P_AB and its SE from per-root contributions and root weights.
+
+    The SE adds, in quadrature, the spread over roots and the pool's own
+    relative error (0 for uniform roots, whose spread contains it already).
+    """
+    sw = s * weights
+    n = len(sw)
+    p = float(sw.mean())
+    p_se = float(sw.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return p, math.hypot(p_se, p * pool_relative_se)
 
 
 def check_flux_matches(
@@ -224,21 +344,21 @@ def combine(
     """Rate, errors, naive estimate and diagnostics from a flux run and paths."""
     s = paths.contribution
     n = len(s)
-    p = s.mean()
-    p_se = s.std(ddof=1) / math.sqrt(n)
+    omega = root_weights(flux, n)
+    p, p_se = weighted_success_probability(s, omega, flux.root_pool_relative_se)
     rate = flux.flux_per_fs * p
     rel = math.hypot(
         p_se / p if p > 0 else math.nan, flux.flux_se_per_fs / flux.flux_per_fs
     )
     i0 = np.exp(paths.log_importance_start)
-    naive_p = i0.mean()
+    naive_p = float((omega * i0).mean())
 
     # ESS, relative variance and channel fractions do not change when every
     # weight is scaled by one factor: form them from ln w shifted by its
     # largest value, so that they survive weights below the double range.
     succ = paths.success
     log_s = np.where(succ, paths.log_weight, -np.inf)
-    scaled = np.exp(log_s - log_s.max()) if succ.any() else np.zeros(n)
+    scaled = np.exp(log_s - log_s.max()) * omega if succ.any() else np.zeros(n)
     w = scaled[succ]
     ess = w.sum() ** 2 / (w**2).sum() if len(w) else 0.0
     log_ratio = log_s - paths.log_importance_start
@@ -283,4 +403,7 @@ def combine(
         seed=seed,
         root_contributions=s.tolist(),
         root_log_importance=paths.log_importance_start.tolist(),
+        root_log_weights=np.log(omega).tolist() if flux.root_pool_size else [],
+        root_pool_size=flux.root_pool_size,
+        root_pool_relative_se=flux.root_pool_relative_se,
     )

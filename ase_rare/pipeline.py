@@ -200,7 +200,7 @@ def _run_temperature(
     bf_files: list[dict],
 ):
     from ase_rare.ensemble import Branching, Ensemble
-    from ase_rare.estimate import measure_flux
+    from ase_rare.estimate import importance_roots, measure_flux
     from ase_rare.observers import PathWriter, ProgressBar, StatisticsLogger
 
     dyn, ens_cfg = config.dynamics, config.ensemble
@@ -215,13 +215,16 @@ def _run_temperature(
         timestep=dt,
         temperature_K=temperature,
         friction=dyn.friction,
-        n_exit_points=config.flux.n_exit_points or ens_cfg.n_roots,
+        n_exit_points=config.flux.root_pool
+        or config.flux.n_exit_points
+        or ens_cfg.n_roots,
         n_walkers=config.flux.n_walkers,
         equilibrate_fs=config.flux.equilibrate_fs,
         seed=seed,
         compile=config.flux.compile,
         device=device,
         progress=not quiet,
+        exits_per_point=1 if config.flux.root_pool else 10,
     )
     timings["flux"] = time.perf_counter() - t0
 
@@ -237,6 +240,11 @@ def _run_temperature(
         importance_file = folder / "importance.pt"
         importance.save(importance_file)
     timings["importance"] = time.perf_counter() - t0
+
+    if config.flux.root_pool:
+        t0 = time.perf_counter()
+        flux = importance_roots(flux, importance, ens_cfg.n_roots, seed=seed + 1)
+        timings["roots"] = time.perf_counter() - t0
 
     branching = None if ens_cfg.branching is None else Branching(**ens_cfg.branching)
     checkpoint = folder / "run.ckpt" if ens_cfg.checkpoint else None

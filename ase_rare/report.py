@@ -614,6 +614,17 @@ def _summary_one(path: Path, r: RateResult) -> list[str]:
             "roots / successful paths (with branching) / stopped at the step cap",
             f"{r.n_roots} / {r.n_successes} / {r.n_step_capped}",
         ),
+        *(
+            [
+                (
+                    "roots drawn ∝ I from a pool of exits / the pool's own error",
+                    f"{r.root_pool_size} / {100 * r.root_pool_relative_se:.2g} % "
+                    "(in the rate's SE)",
+                )
+            ]
+            if r.root_pool_size
+            else []
+        ),
         (
             "effective sample size / relative variance per root",
             f"{r.effective_sample_size:.1f} / {r.relative_variance_per_root:.3g}",

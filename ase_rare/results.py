@@ -86,9 +86,14 @@ class RateResult(JSONResult):
     ``root_contributions`` holds S_r, the summed final weight of root r's
     successful descendants (0 for a root without success; P_AB is their mean),
     and ``root_log_importance`` ln I(x₀) of each root. Both are empty in results
-    written before they existed. ``info`` holds what the command line records
-    about the run (system, configuration, importance-function file, reference
-    rates); the library leaves it empty.
+    written before they existed. Roots drawn in proportion to ``I`` from a pool
+    of exits (:func:`ase_rare.estimate.importance_roots`) carry weights:
+    ``root_log_weights`` (P_AB is the mean of weight × S_r), ``root_pool_size``
+    and ``root_pool_relative_se``, the pool's part of the error, included in
+    ``success_probability_se``; for uniform roots these are empty and 0.
+    ``info`` holds what the command line records about the run (system,
+    configuration, importance-function file, reference rates); the library
+    leaves it empty.
     """
 
     direction: str
@@ -120,6 +125,9 @@ class RateResult(JSONResult):
     seed: int | None = None
     root_contributions: list[float] = field(default_factory=list)
     root_log_importance: list[float] = field(default_factory=list)
+    root_log_weights: list[float] = field(default_factory=list)
+    root_pool_size: int = 0
+    root_pool_relative_se: float = 0.0
     info: dict = field(default_factory=dict)
 
     @property
@@ -149,6 +157,17 @@ class RateResult(JSONResult):
                 "roots / successes",
                 f"{self.n_roots} / {self.n_successes} "
                 f"({self.n_step_capped} hit the step cap)",
+            ),
+            *(
+                [
+                    (
+                        "roots drawn ∝ I from a pool of",
+                        f"{self.root_pool_size} exits (the pool's own error: "
+                        f"{100 * self.root_pool_relative_se:.2g} %, in the SE)",
+                    )
+                ]
+                if self.root_pool_size
+                else []
             ),
             ("effective sample size", f"{self.effective_sample_size:.1f}"),
             ("relative variance per root", f"{self.relative_variance_per_root:.3g}"),

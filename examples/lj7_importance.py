@@ -1,14 +1,18 @@
 """LJ7 C3 -> C2 rates by importance sampling with the shipped SchNet functions.
 
-For each temperature: a flux run in A (J_A and exit points), then one biased
-path per root with ``lj7-<T>K`` (tilt kernel), giving the rate with its
-standard error, the naive (non-reweighted) estimate, the mode fractions M1-M4
-and the ratio to harmonic TST. At 600 K also the package's brute-force
-reference and the reverse C2 -> C3 rate with the same network (ln I_BA =
-ln(1 − q)), and the detailed-balance ratio against HTST's.
+For each temperature: a flux run in A (J_A and a pool of ``--pool`` exit
+points), roots drawn from the pool in proportion to ``lj7-<T>K``
+(:func:`ase_rare.estimate.importance_roots`: a few exits next to S2 carry much
+of P_AB, and uniform roots miss them), then a branching random walk of tilted
+paths from the roots on ``--workers`` processes, giving the rate with its
+standard error (the pool's own error included), the naive (non-reweighted)
+estimate, the mode fractions M1-M4 and the ratio to harmonic TST. At 600 K
+also the package's brute-force reference and the reverse C2 -> C3 rate with
+the same network (ln I_BA = ln(1 − q)), and the detailed-balance ratio
+against HTST's.
 
     python examples/lj7_importance.py                      # 600 500 400 300 K
-    python examples/lj7_importance.py --temperatures 600 --roots 4000
+    python examples/lj7_importance.py --temperatures 600 --pool 1000000 --roots 8000
 
 Writes ``data/references/lj7_importance.json``.
 """
@@ -23,8 +27,9 @@ from pathlib import Path
 import torch
 from ase import units
 
+from ase_rare import Branching, Ensemble
 from ase_rare.data import load_importance
-from ase_rare.estimate import estimate_rate, measure_flux
+from ase_rare.estimate import importance_roots, measure_flux
 from ase_rare.structures import lj7_cluster
 from ase_rare.systems import lj7_system
 from ase_rare.theory import HarmonicTST
@@ -47,38 +52,53 @@ def one_direction(system, importance, temperature, args, seed, reverse=False):
         start, A, B = system.start_B, system.B, system.A
         importance = importance.reversed()
     t0 = time.perf_counter()
+    pool = args.pool if not reverse else args.reverse_pool
     flux = measure_flux(
         start,
         A,
         B,
         timestep=DT_FS * units.fs,
         temperature_K=temperature,
-        n_exit_points=args.roots,
+        n_exit_points=pool,
+        n_walkers=args.flux_walkers,
+        exits_per_point=1,
+        equilibrate_fs=10.0,
         seed=seed,
         compile=True,
     )
     t_flux = time.perf_counter() - t0
-    result = estimate_rate(
+    torch.set_num_threads(args.workers)
+    roots = importance_roots(flux, importance, args.roots, seed=seed + 2)
+    torch.set_num_threads(1)
+    del flux
+    t_roots = time.perf_counter() - t0 - t_flux
+    with Ensemble(
         start,
         importance,
         A,
         B,
-        timestep=DT_FS * units.fs,
         temperature_K=temperature,
+        timestep=DT_FS * units.fs,
+        flux=roots,
         n_roots=args.roots,
-        flux=flux,
+        branching=Branching(),
         channels=None if reverse else system.channels,
         max_steps=args.max_steps,
         seed=seed + 1,
         direction="B->A" if reverse else "A->B",
-    )
+    ) as ensemble:
+        result = ensemble.run(
+            "processes" if args.workers > 1 else None, max_workers=args.workers
+        )
     if not args.quiet:
         print(result.summary(), flush=True)
     row = result.to_dict()
-    row.pop("root_contributions", None)
-    row.pop("root_log_importance", None)
+    for key in ("root_contributions", "root_log_importance", "root_log_weights"):
+        row.pop(key, None)
     row["flux_wall_time_s"] = t_flux
+    row["root_selection_wall_time_s"] = t_roots
     row["production_wall_time_s"] = time.perf_counter() - t0
+    row["workers"] = args.workers
     return row
 
 
@@ -87,10 +107,15 @@ def main() -> None:
     p.add_argument(
         "--temperatures", type=float, nargs="+", default=[600, 500, 400, 300]
     )
-    p.add_argument("--roots", type=int, default=2000)
+    p.add_argument("--roots", type=int, default=40_000)
+    p.add_argument(
+        "--pool", type=int, default=10_000_000, help="exits the roots are drawn from"
+    )
+    p.add_argument("--reverse-pool", type=int, default=1_000_000)
+    p.add_argument("--flux-walkers", type=int, default=4096)
     p.add_argument("--max-steps", type=int, default=4000)
     p.add_argument("--seed", type=int, default=101)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--no-reverse", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument(
@@ -98,7 +123,7 @@ def main() -> None:
         default=str(HERE.parent / "data" / "references" / "lj7_importance.json"),
     )
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     system = lj7_system(modes=True)
     # The long run (2000 transitions) first: it is the reference compared with.
     refs = HERE.parent / "data" / "references"

@@ -5,12 +5,15 @@ unshaped (every label there is 0). Each round here splits from the exit points
 on levels of the function's own ln I (:mod:`ase_rare.interfaces`: unbiased
 trials from each level to the next, the crossing points seed the next level,
 the committor above the last level is shot) and fits ln I to the crossing
-counts by their binomial likelihood. Before and after, the function is
-measured on the same 4000 roots (``examples/compare_lj7_functions.py``'s
-measurement); the result replaces ``--save`` only if its relative variance per
-root is smaller.
+counts by their binomial likelihood (``--labels tree``: each state's own
+committor estimate from its descendants). Before and after, the function is
+measured on the same 4000 roots drawn in proportion to it from a pool of 10⁶
+exits (``examples/compare_lj7_functions.py``'s measurement); the result
+replaces ``--save`` only if its relative variance per root is smaller.
 
-    python examples/train_lj7_interfaces.py [--rounds 8]
+The shipped ``lj7-600K``: ``examples/train_lj7.py`` (cross-entropy), then
+
+    python examples/train_lj7_interfaces.py --rounds 8
 
 Writes ``ase_rare/data/importance/lj7-600K.pt`` (when improved) and
 ``data/references/lj7_interfaces.json``.
@@ -19,6 +22,7 @@ Writes ``ase_rare/data/importance/lj7-600K.pt`` (when improved) and
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -44,7 +48,24 @@ def main() -> None:
     p.add_argument("--fit-steps", type=int, default=300)
     p.add_argument("--learning-rate", type=float, default=3e-4)
     p.add_argument("--roots", type=int, default=4000, help="for the measurement")
+    p.add_argument(
+        "--pool", type=int, default=1_000_000, help="exits the roots are drawn from"
+    )
     p.add_argument("--seed", type=int, default=31)
+    p.add_argument(
+        "--labels",
+        choices=("tree", "binomial"),
+        default="binomial",
+        help="crossing counts against level means (default; made the shipped "
+        "function) or each state's own tree committor",
+    )
+    p.add_argument("--states", type=int, default=2048, help="states per level")
+    p.add_argument(
+        "--measure-rounds",
+        action="store_true",
+        help="measure after every round and keep the best (default: the last, "
+        "if better than the start)",
+    )
     p.add_argument("--save", default=str(IMPORTANCE_DIR / "lj7-600K.pt"))
     p.add_argument(
         "--out",
@@ -59,7 +80,7 @@ def main() -> None:
     temperature = importance.temperature_K
     dt = DT_FS * units.fs
 
-    def flux(n, seed):
+    def flux(n, seed, **pool):
         return measure_flux(
             system.start_A,
             system.A,
@@ -69,13 +90,42 @@ def main() -> None:
             n_exit_points=n,
             seed=seed,
             compile=True,
+            **pool,
         )
 
-    check = flux(args.roots, 77)
+    # The measurement draws its roots in proportion to I from a pool of exits.
+    check = flux(max(args.pool, args.roots), 77, n_walkers=4096, exits_per_point=1)
     before = measure(importance, system, check, args.roots, 78)
     print(f"before: {before}", flush=True)
     training_flux = flux(4096, args.seed)
     t_train = time.perf_counter()
+    best = dict(relative_variance=before["relative_variance"], state=None, round=-1)
+
+    def keep_if_better(r, m):
+        r["measured"] = m
+        if m["relative_variance"] < best["relative_variance"]:
+            best.update(
+                relative_variance=m["relative_variance"],
+                round=r["round"],
+                state=copy.deepcopy(importance.state_dict()),
+            )
+
+    def after_round(r):
+        line = (
+            f"round {r['round']}: P_AB (tree) {r['success_probability']:.3e}, "
+            f"(forward flux) {r['forward_flux_probability']:.3e}, "
+            f"{len(r['interfaces'])} levels, loss {r['loss']:.4f}, "
+            f"{r['wall_time_s']:.0f} s"
+        )
+        if args.measure_rounds:
+            m = measure(importance, system, check, args.roots, 78)
+            keep_if_better(r, m)
+            line += (
+                f"; rate ({m['rate_per_fs']:.3e} ± {m['rate_se_per_fs']:.1e}) fs⁻¹, "
+                f"{m['relative_variance']:.1f} per root"
+            )
+        print(line, flush=True)
+
     rounds = train_on_interfaces(
         importance,
         system.start_A,
@@ -89,20 +139,19 @@ def main() -> None:
         learning_rate=args.learning_rate,
         seed=args.seed,
         trials=args.trials,
+        labels=args.labels,
+        states_per_level=args.states,
+        callback=after_round,
     )
     train_s = time.perf_counter() - t_train
-    for r in rounds:
-        print(
-            f"round {r['round']}: P_AB (forward flux) {r['success_probability']:.3e}, "
-            f"{len(r['interfaces'])} levels, loss {r['loss']:.4f}, "
-            f"{r['wall_time_s']:.0f} s",
-            flush=True,
-        )
-    after = measure(importance, system, check, args.roots, 78)
-    print(f"after: {after}", flush=True)
-    improved = bool(after["relative_variance"] < before["relative_variance"])
+    if not args.measure_rounds:
+        keep_if_better(rounds[-1], measure(importance, system, check, args.roots, 78))
+    improved = best["state"] is not None
     if improved:
+        importance.load_state_dict(best["state"])
         importance.save(args.save)
+    after = rounds[best["round"]]["measured"] if improved else before
+    print(f"kept round {best['round']}: {after}", flush=True)
     record = {
         "start": args.start,
         "temperature_K": temperature,
@@ -114,6 +163,7 @@ def main() -> None:
         "training_wall_time_s": train_s,
         "wall_time_s": time.perf_counter() - t0,
         "saved": improved,
+        "kept_round": best["round"],
     }
     Path(args.out).write_text(json.dumps(record, indent=1, default=float) + "\n")
 

@@ -128,10 +128,13 @@ def _sample(capacity: int, n_items: int, batches: list[int], seed: int):
     res = _ExitReservoir(capacity, (1, 3), torch.Generator().manual_seed(seed))
     start = 0
     for size in batches:
-        res.add(_items(start, start + size))
+        res.add(_items(start, start + size), torch.arange(start, start + size) % 7)
         start += size
     assert start == n_items
-    return res.points()[:, 0, 0].astype(int)
+    kept = res.points()[:, 0, 0].astype(int)
+    # Each kept point keeps the walker it came from.
+    np.testing.assert_array_equal(res.walkers(), kept % 7)
+    return kept
 
 
 def _random_batches(rng, total: int, largest: int) -> list[int]:
@@ -145,15 +148,15 @@ def test_reservoir_keeps_everything_under_capacity():
     res = _ExitReservoir(10, (1, 3), torch.Generator().manual_seed(0))
     assert res.points().shape == (0, 1, 3)
     for a, b in ((0, 3), (3, 3), (3, 7), (7, 10)):  # includes an empty batch
-        res.add(_items(a, b))
+        res.add(_items(a, b), torch.arange(a, b))
     np.testing.assert_array_equal(res.points()[:, 0, 0], np.arange(10))
     assert res.seen == 10
 
-    res.add(_items(10, 15))
+    res.add(_items(10, 15), torch.arange(10, 15))
     assert res.seen == 15 and res.points().shape == (10, 1, 3)
 
     empty = _ExitReservoir(0, (1, 3), torch.Generator().manual_seed(0))
-    empty.add(_items(0, 5))
+    empty.add(_items(0, 5), torch.arange(5))
     assert empty.points().shape == (0, 1, 3)
 
 

@@ -8,6 +8,9 @@ from setups import HOT_2D_DT, HOT_2D_K, hot_2d_inputs
 from ase_rare import estimate_rate
 from ase_rare.importance import MLPImportance
 from ase_rare.interfaces import (
+    CommittorLabels,
+    committor_deviance,
+    fit_interface_committors,
     fit_interface_states,
     interface_log_likelihood,
     interface_states,
@@ -80,3 +83,32 @@ def test_fit_raises_the_likelihood_of_the_crossings():
     with torch.no_grad():
         after = float(interface_log_likelihood(net, data, every))
     assert after > before and math.isfinite(losses[-1])
+
+
+def test_tree_committors_are_consistent_and_fit():
+    """Each state's own committor from its descendants, and a fit to them.
+
+    The level means of the tree estimates fall from the top down (each level
+    is harder to leave toward B than the next), the exit points' mean is the
+    P_AB of the splitting, and the Poisson deviance falls under the fit.
+    """
+    system, importance, flux = hot_2d_inputs()
+    data = splitting(system, importance, flux, 1)
+    levels = [data.level_committor(k) for k in range(len(data.interfaces))]
+    assert all(a < b for a, b in zip(levels, levels[1:], strict=False))
+    assert levels[-1] < data.top_committor
+    assert float(data.committor.max()) <= 1.0 and float(data.committor.min()) >= 0.0
+    assert math.isclose(
+        math.exp(data.log_success_probability), levels[0], rel_tol=1e-12
+    )
+    labels = CommittorLabels.from_interfaces(data, data)
+    assert len(labels) == 2 * (len(data) + len(data.top_states))
+    torch.manual_seed(0)
+    net = MLPImportance(1, coordinates=[(0, 0), (0, 1)], hidden=(16, 16))
+    every = torch.arange(len(labels))
+    with torch.no_grad():
+        before = float(committor_deviance(net, labels, every))
+    fit_interface_committors(net, labels, steps=200, learning_rate=3e-3)
+    with torch.no_grad():
+        after = float(committor_deviance(net, labels, every))
+    assert after < before and math.isfinite(after)
