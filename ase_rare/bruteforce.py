@@ -57,7 +57,12 @@ class BruteForceResult(JSONResult):
     A, which equals flux × probability of success (``J_A · P_AB``).
 
     ``exit_points`` (Å) and ``exit_walkers`` are a uniform sample of the exits
-    and the walker each came from. A result passed through
+    and the walker each came from. A weighted-ensemble flux run
+    (:mod:`ase_rare.flux_splitting`) keeps every exit with its weight
+    (``exit_weights``, mean 1; None means 1 each), the sub-ensemble it came
+    from in ``exit_walkers``, its bin edges in ``splitting_levels``, the
+    evaluations of I it made, and as ``n_transitions`` the (unweighted)
+    arrivals in B. A result passed through
     :func:`ase_rare.estimate.importance_roots` holds the drawn roots instead,
     with ``root_log_weights`` (ln of each root's weight ``1 / (N p)``), the
     size of the pool they were drawn from and the relative standard error of
@@ -90,9 +95,12 @@ class BruteForceResult(JSONResult):
     seed: int | None = None
     exit_points: np.ndarray | None = field(default=None, repr=False)
     exit_walkers: np.ndarray | None = field(default=None, repr=False)
+    exit_weights: np.ndarray | None = field(default=None, repr=False)
     root_log_weights: np.ndarray | None = field(default=None, repr=False)
     root_pool_size: int = 0
     root_pool_relative_se: float = 0.0
+    splitting_levels: list[float] = field(default_factory=list)
+    importance_evaluations: int = 0
 
     @property
     def mean_first_passage_time_fs(self) -> float:
@@ -110,7 +118,7 @@ class BruteForceResult(JSONResult):
     def to_dict(self) -> dict:
         """JSON-ready dictionary (exit points are left out; save them separately)."""
         d = asdict(self)
-        for key in ("exit_points", "exit_walkers", "root_log_weights"):
+        for key in ("exit_points", "exit_walkers", "exit_weights", "root_log_weights"):
             d.pop(key)
         return json_safe(d)
 

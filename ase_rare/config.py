@@ -422,7 +422,10 @@ class FluxConfig:
     ``root_pool``, if set, is the number of exits (every exit is kept) from
     which the roots are drawn in proportion to the importance function
     (:func:`ase_rare.estimate.importance_roots`); ``n_exit_points`` is then
-    not used.
+    not used. ``weighted_ensemble`` runs the pool's flux run as a weighted
+    ensemble binned on ln I (:mod:`ase_rare.flux_splitting`; ``n_walkers``
+    and ``compile`` are then not used), whose pool's mean committor scatters
+    far less where a few exits carry much of it.
     """
 
     n_exit_points: int | None = None
@@ -430,6 +433,7 @@ class FluxConfig:
     equilibrate_fs: float = 5.0
     compile: bool = False
     root_pool: int | None = None
+    weighted_ensemble: bool = False
 
 
 @dataclass(frozen=True)
@@ -841,7 +845,14 @@ def _train(importance: _Table) -> TrainConfig:
 def _flux(top: _Table) -> FluxConfig:
     t = top.table(
         "flux",
-        ("n_exit_points", "n_walkers", "equilibrate_fs", "compile", "root_pool"),
+        (
+            "n_exit_points",
+            "n_walkers",
+            "equilibrate_fs",
+            "compile",
+            "root_pool",
+            "weighted_ensemble",
+        ),
     )
     if t is None:
         return FluxConfig()
@@ -851,6 +862,7 @@ def _flux(top: _Table) -> FluxConfig:
         equilibrate_fs=t.number("equilibrate_fs", 5.0, unit="fs", minimum=0.0),
         compile=t.boolean("compile", False),
         root_pool=t.integer("root_pool", None, minimum=2),
+        weighted_ensemble=t.boolean("weighted_ensemble", False),
     )
 
 
@@ -1002,6 +1014,21 @@ def _cross_checks(config: RunConfig, top: _Table) -> None:
             "[flux] sets both root_pool and n_exit_points; with root_pool the "
             "roots are drawn from a pool of that many exits, so leave "
             "n_exit_points out"
+        )
+    if f.weighted_ensemble and (
+        config.importance.name is None and config.importance.path is None
+    ):
+        raise top.error(
+            "[flux] weighted_ensemble = true bins the flux run on the importance "
+            "function, which must exist before it: give [importance] name or "
+            "path (a function trained or solved in this run comes after the "
+            "flux run)"
+        )
+    if f.weighted_ensemble and f.root_pool is None:
+        raise top.error(
+            "[flux] weighted_ensemble = true needs root_pool (the number of exits "
+            "to keep); the weighted ensemble's exits carry weights, so the roots "
+            "are drawn from them"
         )
     if f.n_exit_points is not None and f.n_exit_points < e.n_roots:
         raise top.error(

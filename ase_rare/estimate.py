@@ -100,10 +100,12 @@ def importance_roots(
     happened to be drawn. Here each exit ``j`` of the pool of ``N`` is drawn
     (with replacement) with probability
 
-        p_j = (1 − u) · I(x_j) / Σ_k I(x_k) + u / N,
+        p_j = (1 − u) · v_j I(x_j) / Σ_k v_k I(x_k) + u v_j / N,
 
-    ``u = uniform_fraction`` > 0 keeping every exit possible, and its root
-    carries the weight ``1 / (N p_j)``: the estimate stays unbiased for the
+    with ``v_j`` the exit's weight (1 for an unbiased flux run; mean 1 for a
+    weighted ensemble, :mod:`ase_rare.flux_splitting`), ``u = uniform_fraction``
+    > 0 keeping every exit possible; its root carries the weight
+    ``v_j / (N p_j)``: the estimate stays unbiased for the
     pool's mean committor whatever ``I``, and with ``I`` near ``q`` the root
     contributions are near equal. The pool's own sampling error (which no
     choice of roots removes) is estimated with ``I`` in place of ``q`` over
@@ -113,7 +115,9 @@ def importance_roots(
     ``root_pool_size`` and ``root_pool_relative_se``; pass it as ``flux=`` to
     :func:`estimate_rate` or :class:`ase_rare.Ensemble` with the same
     ``n_roots``. A large pool is cheap: ``measure_flux(...,
-    n_exit_points=10**6, exits_per_point=1)``.
+    n_exit_points=10**6, exits_per_point=1)``; one whose mean committor
+    scatters far less is the weighted ensemble of
+    :func:`ase_rare.flux_splitting.split_flux_run`.
     """
     import dataclasses
 
@@ -145,25 +149,33 @@ def importance_roots(
             "ln I is not finite at some exit points (inside A?); the pool must "
             "hold exits from a flux run of the same regions"
         )
+    # Exit weights of a weighted-ensemble flux run (mean 1), else 1 each.
+    if flux.exit_weights is not None:
+        v = torch.as_tensor(np.asarray(flux.exit_weights), dtype=torch.float64)
+        v = v / v.mean()
+    else:
+        v = torch.ones(n_pool, dtype=torch.float64)
+    log_v = torch.log(v)
+    log_vi = log_v + log_i
     log_p = torch.logaddexp(
-        math.log1p(-uniform_fraction) + log_i - torch.logsumexp(log_i, 0)
+        math.log1p(-uniform_fraction) + log_vi - torch.logsumexp(log_vi, 0)
         if uniform_fraction < 1
         else torch.full_like(log_i, -math.inf),
-        torch.full_like(log_i, math.log(uniform_fraction) - math.log(n_pool)),
+        math.log(uniform_fraction) + log_v - math.log(n_pool),
     )
     # Inverse-CDF draws (torch.multinomial stops at 2**24 categories).
     generator = torch.Generator().manual_seed(seed)
     cdf = torch.cumsum(torch.exp(log_p - log_p.max()), 0)
     u = torch.rand(n_roots, generator=generator, dtype=torch.float64) * cdf[-1]
     pick = torch.searchsorted(cdf, u).clamp(max=n_pool - 1)
-    i = torch.exp(log_i - log_i.max()).numpy()
+    i = (v * torch.exp(log_i - log_i.max())).numpy()
     if flux.exit_walkers is not None and len(flux.exit_walkers) == n_pool:
         walker = np.asarray(flux.exit_walkers)
     else:
         walker = np.arange(n_pool)
     _, block = np.unique(walker, return_inverse=True)
     sums = np.bincount(block, weights=i)
-    counts = np.bincount(block).astype(float)
+    counts = np.bincount(block, weights=v.numpy())
     mean = sums.sum() / counts.sum()
     m = len(sums)
     var = m / max(m - 1, 1) * ((sums - mean * counts) ** 2).sum() / counts.sum() ** 2
@@ -171,7 +183,8 @@ def importance_roots(
         flux,
         exit_points=x[pick].numpy(),
         exit_walkers=None,
-        root_log_weights=(-(math.log(n_pool) + log_p[pick])).numpy(),
+        exit_weights=None,
+        root_log_weights=(log_v[pick] - math.log(n_pool) - log_p[pick]).numpy(),
         root_pool_size=n_pool,
         root_pool_relative_se=float(math.sqrt(var) / mean),
     )

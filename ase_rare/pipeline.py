@@ -208,24 +208,40 @@ def _run_temperature(
     timings = {}
 
     t0 = time.perf_counter()
-    flux = measure_flux(
-        system.start_A,
-        system.A,
-        system.B,
-        timestep=dt,
-        temperature_K=temperature,
-        friction=dyn.friction,
-        n_exit_points=config.flux.root_pool
-        or config.flux.n_exit_points
-        or ens_cfg.n_roots,
-        n_walkers=config.flux.n_walkers,
-        equilibrate_fs=config.flux.equilibrate_fs,
-        seed=seed,
-        compile=config.flux.compile,
-        device=device,
-        progress=not quiet,
-        exits_per_point=1 if config.flux.root_pool else 10,
-    )
+    if config.flux.weighted_ensemble:
+        from ase_rare.flux_splitting import FluxSplitting, split_flux_run
+
+        flux = split_flux_run(
+            system.start_A,
+            system.A,
+            system.B,
+            FluxSplitting(importance),
+            timestep=dt,
+            temperature_K=temperature,
+            friction=dyn.friction,
+            n_exit_points=config.flux.root_pool,
+            equilibrate_fs=config.flux.equilibrate_fs,
+            seed=seed,
+        )
+    else:
+        flux = measure_flux(
+            system.start_A,
+            system.A,
+            system.B,
+            timestep=dt,
+            temperature_K=temperature,
+            friction=dyn.friction,
+            n_exit_points=config.flux.root_pool
+            or config.flux.n_exit_points
+            or ens_cfg.n_roots,
+            n_walkers=config.flux.n_walkers,
+            equilibrate_fs=config.flux.equilibrate_fs,
+            seed=seed,
+            compile=config.flux.compile,
+            device=device,
+            progress=not quiet,
+            exits_per_point=1 if config.flux.root_pool else 10,
+        )
     timings["flux"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

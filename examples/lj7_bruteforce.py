@@ -14,6 +14,12 @@ transitions, 26 min on one core)::
         --transitions 2000 --seed 4242 --modes \
         --out data/references/lj7_bruteforce_600K_long.json
 
+The reverse C2 -> C3 reference ``data/references/lj7_bruteforce_600K_reverse.json``::
+
+    OMP_NUM_THREADS=1 python examples/lj7_bruteforce.py --reverse --timesteps 0.005 \
+        --transitions 100 --seed 99 \
+        --out data/references/lj7_bruteforce_600K_reverse.json
+
 Published brute-force value: 4.41e-4 fs⁻¹ (HTST: 4.59e-4 fs⁻¹).
 """
 
@@ -44,18 +50,26 @@ def main() -> None:
         "--modes", action="store_true", help="classify transitions into M1-M4"
     )
     p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="C2 -> C3: start in B (around C2) and count arrivals in A",
+    )
+    p.add_argument(
         "--out",
         default=str(HERE.parent / "data" / "references" / "lj7_bruteforce_600K.json"),
     )
     args = p.parse_args()
 
-    system = lj7_system(modes=args.modes)
+    system = lj7_system(modes=args.modes and not args.reverse)
+    start, A, B = system.start_A, system.A, system.B
+    if args.reverse:
+        start, A, B = system.start_B, system.B, system.A
     runs = []
     for dt in args.timesteps:
         engine = BruteForce(
-            system.start_A,
-            system.A,
-            system.B,
+            start,
+            A,
+            B,
             timestep=dt * units.fs,
             temperature_K=args.temperature,
             n_walkers=args.walkers,
@@ -70,13 +84,25 @@ def main() -> None:
         runs.append(result.to_dict())
 
     out = {
-        "system": "LJ7 C3 -> C2 (A: disc 0.03 around C3, B: disc 0.05 around C2 "
-        "in (mu2, mu3))",
+        "system": ("LJ7 C2 -> C3" if args.reverse else "LJ7 C3 -> C2")
+        + " (A: disc 0.03 around C3, B: disc 0.05 around C2 in (mu2, mu3))",
+        "direction": "B->A" if args.reverse else "A->B",
         "temperature_K": args.temperature,
         "friction_eV_fs_per_A2": 1.0,
         "equilibration_fs": args.equilibrate_fs,
-        "published_bruteforce_rate_per_fs": 4.41e-4,
-        "htst_mode_fractions": {"M1": 0.318, "M2": 0.318, "M3": 0.182, "M4": 0.182},
+        **(
+            {}
+            if args.reverse
+            else {
+                "published_bruteforce_rate_per_fs": 4.41e-4,
+                "htst_mode_fractions": {
+                    "M1": 0.318,
+                    "M2": 0.318,
+                    "M3": 0.182,
+                    "M4": 0.182,
+                },
+            }
+        ),
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

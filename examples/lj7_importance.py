@@ -1,7 +1,9 @@
 """LJ7 C3 -> C2 rates by importance sampling with the shipped SchNet functions.
 
 For each temperature: a flux run in A (J_A and a pool of ``--pool`` exit
-points), roots drawn from the pool in proportion to ``lj7-<T>K``
+points; a weighted ensemble binned on the function's ln I,
+:mod:`ase_rare.flux_splitting`, or with ``--plain-pool`` an unbiased run),
+roots drawn from the pool in proportion to ``lj7-<T>K``
 (:func:`ase_rare.estimate.importance_roots`: a few exits next to S2 carry much
 of P_AB, and uniform roots miss them), then a branching random walk of tilted
 paths from the roots on ``--workers`` processes, giving the rate with its
@@ -30,6 +32,7 @@ from ase import units
 from ase_rare import Branching, Ensemble
 from ase_rare.data import load_importance
 from ase_rare.estimate import importance_roots, measure_flux
+from ase_rare.flux_splitting import FluxSplitting, split_flux_run
 from ase_rare.structures import lj7_cluster
 from ase_rare.systems import lj7_system
 from ase_rare.theory import HarmonicTST
@@ -52,23 +55,37 @@ def one_direction(system, importance, temperature, args, seed, reverse=False):
         start, A, B = system.start_B, system.B, system.A
         importance = importance.reversed()
     t0 = time.perf_counter()
-    pool = args.pool if not reverse else args.reverse_pool
-    flux = measure_flux(
-        start,
-        A,
-        B,
-        timestep=DT_FS * units.fs,
-        temperature_K=temperature,
-        n_exit_points=pool,
-        n_walkers=args.flux_walkers,
-        exits_per_point=1,
-        equilibrate_fs=10.0,
-        seed=seed,
-        compile=True,
-    )
+    pool = args.pool_now if not reverse else args.reverse_pool
+    if args.plain_pool:
+        flux = measure_flux(
+            start,
+            A,
+            B,
+            timestep=DT_FS * units.fs,
+            temperature_K=temperature,
+            n_exit_points=pool,
+            n_walkers=args.flux_walkers,
+            exits_per_point=1,
+            equilibrate_fs=10.0,
+            seed=seed,
+            compile=True,
+        )
+    else:
+        flux = split_flux_run(
+            start,
+            A,
+            B,
+            FluxSplitting(importance, every=25, walkers_per_bin=8, groups=32),
+            timestep=DT_FS * units.fs,
+            temperature_K=temperature,
+            n_exit_points=pool,
+            equilibrate_fs=20.0,
+            seed=seed,
+        )
     t_flux = time.perf_counter() - t0
     torch.set_num_threads(args.workers)
-    roots = importance_roots(flux, importance, args.roots, seed=seed + 2)
+    n_roots = args.reverse_roots if reverse else args.roots_now
+    roots = importance_roots(flux, importance, n_roots, seed=seed + 2)
     torch.set_num_threads(1)
     del flux
     t_roots = time.perf_counter() - t0 - t_flux
@@ -80,7 +97,7 @@ def one_direction(system, importance, temperature, args, seed, reverse=False):
         temperature_K=temperature,
         timestep=DT_FS * units.fs,
         flux=roots,
-        n_roots=args.roots,
+        n_roots=n_roots,
         branching=Branching(),
         channels=None if reverse else system.channels,
         max_steps=args.max_steps,
@@ -107,12 +124,30 @@ def main() -> None:
     p.add_argument(
         "--temperatures", type=float, nargs="+", default=[600, 500, 400, 300]
     )
-    p.add_argument("--roots", type=int, default=40_000)
     p.add_argument(
-        "--pool", type=int, default=10_000_000, help="exits the roots are drawn from"
+        "--roots",
+        type=int,
+        nargs="+",
+        default=[100_000, 40_000, 40_000, 40_000],
+        help="roots per temperature (one value: all)",
+    )
+    p.add_argument(
+        "--pool",
+        type=int,
+        nargs="+",
+        default=[4_000_000, 2_000_000, 2_000_000, 2_000_000],
+        help="exits the roots are drawn from, per temperature (one value: all)",
     )
     p.add_argument("--reverse-pool", type=int, default=1_000_000)
-    p.add_argument("--flux-walkers", type=int, default=4096)
+    p.add_argument("--reverse-roots", type=int, default=20_000)
+    p.add_argument(
+        "--plain-pool",
+        action="store_true",
+        help="an unbiased flux run for the pool (default: a weighted ensemble)",
+    )
+    p.add_argument(
+        "--flux-walkers", type=int, default=4096, help="of the plain pool's run"
+    )
     p.add_argument("--max-steps", type=int, default=4000)
     p.add_argument("--seed", type=int, default=101)
     p.add_argument("--workers", type=int, default=2, help="processes")
@@ -131,8 +166,20 @@ def main() -> None:
     for name in ("lj7_bruteforce_600K_long.json", "lj7_bruteforce_600K.json"):
         if (refs / name).exists():
             brute["runs"] += json.loads((refs / name).read_text())["runs"]
+    long_run = refs / "lj7_bruteforce_600K_long.json"
+    bf_speed = 0.0
+    if long_run.exists():
+        run = json.loads(long_run.read_text())["runs"][0]
+        bf_speed = run["walker_steps"] / run["wall_time_s"]
     rows = []
-    for t in args.temperatures:
+    for name in ("roots", "pool"):
+        given = getattr(args, name)
+        if len(given) == 1:
+            setattr(args, name, given * len(args.temperatures))
+        elif len(given) < len(args.temperatures):
+            p.error(f"--{name} needs one value or one per temperature")
+    for k, t in enumerate(args.temperatures):
+        args.roots_now, args.pool_now = args.roots[k], args.pool[k]
         importance = load_importance(f"lj7-{t:.0f}K")
         fw_htst, bw_htst = htst(t)
         row = {
@@ -155,6 +202,15 @@ def main() -> None:
         row["work_normalised_variance"] = is_wnv
         row["bruteforce_work_normalised_variance"] = bf_wnv
         row["efficiency_vs_bruteforce"] = bf_wnv / is_wnv
+        # The same in core-seconds, which also counts the evaluations of I
+        # (on the pool and along the paths): brute force at the measured speed
+        # of the long 600 K run (walker-steps per second on one core).
+        core_s = fw["production_wall_time_s"] * args.workers
+        is_cnv = (fw["rate_se_per_fs"] / fw["rate_per_fs"]) ** 2 * core_s
+        bf_cnv = bf_wnv / bf_speed if bf_speed else float("nan")
+        row["core_seconds"] = core_s
+        row["bruteforce_core_seconds_per_transition"] = bf_cnv
+        row["efficiency_vs_bruteforce_core_seconds"] = bf_cnv / is_cnv
         if t == 600:
             row["bruteforce"] = [
                 {k: r[k] for k in ("timestep_fs", "rate_per_fs", "rate_se_per_fs")}

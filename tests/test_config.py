@@ -270,3 +270,29 @@ def test_parse_config_from_a_dict():
     # The built-in LJ7 carries its harmonic TST reference by default.
     assert config.references.htst is True
     assert config.ensemble.n_roots == 4096 and config.execution.workers == 1
+
+
+def test_weighted_ensemble_needs_a_pool_and_a_function_that_exists(tmp_path):
+    base = (
+        '[system]\nbuiltin = "two-channel"\n[dynamics]\ntemperature_K = 1000\n'
+        "timestep_fs = 0.01\n"
+    )
+    path = tmp_path / "a.toml"
+    path.write_text(
+        base + '[importance]\nname = "two-channel-1000K"\n'
+        "[flux]\nweighted_ensemble = true\n"
+    )
+    with pytest.raises(ConfigError, match="needs root_pool"):
+        load_config(path)
+    path.write_text(
+        base + "[importance]\ngrid = { spacing = 0.02 }\n"
+        "[flux]\nweighted_ensemble = true\nroot_pool = 1000\n"
+    )
+    with pytest.raises(ConfigError, match="must exist before it"):
+        load_config(path)
+    path.write_text(
+        base + '[importance]\nname = "two-channel-1000K"\n'
+        "[flux]\nroot_pool = 1000\nn_exit_points = 1000\n"
+    )
+    with pytest.raises(ConfigError, match="both root_pool and n_exit_points"):
+        load_config(path)
