@@ -97,8 +97,8 @@ def importance_roots(
     ``P_AB`` is the mean committor over the exit points, and a few of them
     carry most of it (on LJ7 at 600 K the 0.5 % of exits with the largest I
     hold a third of it, the largest of all next to S2): uniform roots leave
-    the error dominated by which exits happened to be drawn. Here each exit ``j`` of the pool of ``N`` is drawn
-    (with replacement) with probability
+    the error dominated by which exits happened to be drawn. Here each exit
+    ``j`` of the pool of ``N`` is drawn (with replacement) with probability
 
         p_j = (1 − u) · v_j I(x_j) / Σ_k v_k I(x_k) + u v_j / N,
 
