@@ -95,7 +95,7 @@ def importance_roots(
     """Draw ``n_roots`` roots from a pool of exit points in proportion to ``I``.
 
     ``P_AB`` is the mean committor over the exit points, and a few of them
-    carry most of it (on LJ7 at 600 K the 0.5 % of exits with the largest I
+    carry much of it (on LJ7 at 600 K the 0.5 % of exits with the largest I
     hold a third of it, the largest of all next to S2): uniform roots leave
     the error dominated by which exits happened to be drawn. Here each exit
     ``j`` of the pool of ``N`` is drawn (with replacement) with probability
