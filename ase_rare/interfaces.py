@@ -345,17 +345,29 @@ def fit_interface_states(
 
     Returns the loss of every step. The importance function is fitted in place.
     """
+    return _adam(
+        importance,
+        len(data),
+        lambda batch: -interface_log_likelihood(importance, data, batch),
+        "the interface likelihood",
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+
+
+def _adam(importance, n, loss_of, what, *, steps, batch_size, learning_rate, seed):
+    """Adam on ``loss_of(batch)`` over random batches of ``range(n)``."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(importance.parameters(), lr=learning_rate)
     losses = []
     for _ in range(steps):
-        batch = torch.randint(
-            len(data), (min(batch_size, len(data)),), generator=generator
-        )
-        loss = -interface_log_likelihood(importance, data, batch)
+        batch = torch.randint(n, (min(batch_size, n),), generator=generator)
+        loss = loss_of(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                "the interface likelihood became NaN or inf; lower the learning rate"
+                f"{what} became NaN or inf; lower the learning rate"
             )
         optimizer.zero_grad()
         loss.backward()
@@ -424,23 +436,16 @@ def fit_interface_committors(
     seed: int = 0,
 ) -> list[float]:
     """Adam on :func:`committor_deviance`; returns the loss of every step."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(importance.parameters(), lr=learning_rate)
-    losses = []
-    for _ in range(steps):
-        batch = torch.randint(
-            len(labels), (min(batch_size, len(labels)),), generator=generator
-        )
-        loss = committor_deviance(importance, labels, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                "the committor deviance became NaN or inf; lower the learning rate"
-            )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return _adam(
+        importance,
+        len(labels),
+        lambda batch: committor_deviance(importance, labels, batch),
+        "the committor deviance",
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
 
 
 def train_on_interfaces(
